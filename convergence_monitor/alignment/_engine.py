@@ -1,0 +1,167 @@
+"""Evaluation loop shared by the single-pair functions and :func:`score_pairs`.
+
+Both paths run the same code on the same per-seed statistics, so a
+single-pair function and the batched call return bitwise-identical numbers.
+For the cross-validated metrics the loop runs fold by fold: it builds each
+seed's :class:`~._stats.FoldBlock` once, then the training cross-statistics
+of each pair once, and hands them to every requested metric.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from collections.abc import Callable, Hashable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ._stats import FullPair, build_fold_block, build_full_block, make_folds, pair_cross
+from ._validation import check_fold_settings, check_same_samples, to_float64, with_context
+
+
+class UndefinedScoreWarning(RuntimeWarning):
+    """A metric returned NaN because its inputs leave it undefined."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One metric to evaluate: its kernel, whether it uses folds, its options and its input check.
+
+    A fold kernel is called as ``kernel(first, second, cross, **options)`` with
+    two :class:`~._stats.FoldBlock` and a :class:`~._stats.PairCross` and
+    returns the score on that fold. A full-data kernel is called as
+    ``kernel(first, second, pair, **options)`` with two
+    :class:`~._stats.FullBlock` and a :class:`~._stats.FullPair`.
+    ``check(n, widths, context)`` raises on inputs the metric rejects.
+    """
+
+    name: str
+    kernel: Callable[..., float]
+    uses_folds: bool
+    options: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[int, Mapping[str, int], str | None], None] | None = None
+
+
+def convert_inputs(
+    features: Mapping[Hashable, Any], side_names: Mapping[Hashable, str], context: str | None
+) -> tuple[dict[Hashable, np.ndarray], int]:
+    """Convert every input to float64 and check that the sample counts agree."""
+    arrays = {label: to_float64(value, side_names[label], context) for label, value in features.items()}
+    n = check_same_samples({side_names[label]: array.shape for label, array in arrays.items()}, context)
+    return arrays, n
+
+
+def evaluate(
+    arrays: Mapping[Hashable, np.ndarray],
+    side_names: Mapping[Hashable, str],
+    jobs: list[Job],
+    folds: int,
+    seed: int,
+    context: str | None,
+) -> dict[tuple[Hashable, Hashable], dict[str, float]]:
+    """Return ``{(label_a, label_b): {metric: value}}`` for every unordered pair in mapping order."""
+    labels = list(arrays)
+    pairs = list(itertools.combinations(labels, 2))
+    n = next(iter(arrays.values())).shape[0]
+    widths = {side_names[label]: arrays[label].shape[1] for label in labels}
+
+    # Input checks run before any arithmetic, so a bad call fails fast.
+    for job in jobs:
+        if job.check is not None:
+            job.check(n, widths, context)
+    if any(job.uses_folds for job in jobs):
+        check_fold_settings(n, folds, seed, context)
+
+    values: dict[tuple[Hashable, Hashable], dict[str, float]] = {pair: {} for pair in pairs}
+    full_jobs = [job for job in jobs if not job.uses_folds]
+    fold_jobs = [job for job in jobs if job.uses_folds]
+    if full_jobs:
+        _evaluate_full(arrays, side_names, pairs, full_jobs, values, context)
+    if fold_jobs:
+        _evaluate_folds(arrays, side_names, pairs, fold_jobs, folds, seed, values, context)
+
+    # Report metrics in the order they were requested.
+    return {pair: {job.name: values[pair][job.name] for job in jobs} for pair in pairs}
+
+
+def _evaluate_full(arrays, side_names, pairs, jobs, values, context) -> None:
+    blocks = {}
+    for label, array in arrays.items():
+        blocks[label] = build_full_block(array, side=side_names[label], context=context)
+
+    for pair in pairs:
+        first, second = blocks[pair[0]], blocks[pair[1]]
+        constant = [side_names[label] for label in pair if blocks[label].all_dead]
+        if constant:
+            _warn_undefined(constant, "over all samples", [job.name for job in jobs], context)
+            values[pair].update({job.name: float("nan") for job in jobs})
+            continue
+
+        full_pair = FullPair(first, second)
+        for job in jobs:
+            values[pair][job.name] = float(job.kernel(first, second, full_pair, **job.options))
+
+
+def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, context) -> None:
+    n = next(iter(arrays.values())).shape[0]
+    per_fold = {pair: {job.name: [] for job in jobs} for pair in pairs}
+    undefined: set = set()
+
+    for fold, (training, held_out) in enumerate(make_folds(n, folds, seed)):
+        # Each seed's fold statistics are computed once and shared by every pair and metric.
+        blocks = {
+            label: build_fold_block(array, training, held_out, fold, folds, side_names[label], context)
+            for label, array in arrays.items()
+        }
+
+        for pair in pairs:
+            if pair in undefined:
+                continue
+            first, second = blocks[pair[0]], blocks[pair[1]]
+            constant = [side_names[label] for label in pair if blocks[label].all_dead]
+            if constant:
+                where = f"on the training or held-out samples of fold {fold + 1} of {folds}"
+                _warn_undefined(constant, where, [job.name for job in jobs], context)
+                undefined.add(pair)
+                continue
+
+            # One training cross-covariance per pair serves every fold metric.
+            cross = pair_cross(first, second)
+            for job in jobs:
+                per_fold[pair][job.name].append(job.kernel(first, second, cross, **job.options))
+
+    for pair in pairs:
+        for job in jobs:
+            if pair in undefined:
+                values[pair][job.name] = float("nan")
+            else:
+                values[pair][job.name] = float(np.mean(per_fold[pair][job.name]))
+
+
+def _warn_undefined(sides: list[str], where: str, metrics: list[str], context: str | None) -> None:
+    message = (
+        f"every unit of {' and '.join(sides)} is constant {where}, so correlations are undefined; "
+        f"{', '.join(metrics)} returned NaN"
+    )
+    warnings.warn(with_context(message, context), UndefinedScoreWarning, stacklevel=5)
+
+
+def score_single_pair(
+    X: Any,
+    Y: Any,
+    name: str,
+    kernel: Callable[..., float],
+    uses_folds: bool,
+    options: Mapping[str, Any],
+    folds: int,
+    seed: int,
+    context: str | None,
+    check: Callable[[int, Mapping[str, int], str | None], None] | None = None,
+) -> float:
+    """Evaluate one metric on one pair through the same loop as :func:`score_pairs`."""
+    side_names = {"X": "X", "Y": "Y"}
+    arrays, _ = convert_inputs({"X": X, "Y": Y}, side_names, context)
+    job = Job(name=name, kernel=kernel, uses_folds=uses_folds, options=options, check=check)
+    return evaluate(arrays, side_names, [job], folds, seed, context)[("X", "Y")][name]
