@@ -11,6 +11,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
@@ -214,6 +215,17 @@ def test_summary_distance_metric_has_no_ratios():
     assert "distance" in row["note"]
 
 
+def test_summary_run_shorter_than_one_epoch():
+    table = make_alignment_table()
+    row = summary_row(summarize(table.loc[table["step"] <= 2]), "conv1", "procrustes")
+
+    assert row["final_step"] == 2
+    assert row["final_score"] == pytest.approx(0.9 * 0.8, abs=1e-12)
+    assert math.isnan(row["fraction_at_epoch1"])
+    assert row["step_reach_90"] == 2
+    assert "before the end of epoch 1" in row["note"]
+
+
 def test_summary_min_final_score_threshold(summary):
     strict = summarize(make_alignment_table(), min_final_score=0.45)
 
@@ -350,10 +362,18 @@ def test_cli_subprocess_default_out(tmp_path):
     assert (run_dir / "report" / "score_vs_step.png").is_file()
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
-def test_index_html_renders_in_chromium(report, tmp_path):
-    screenshot = tmp_path / "page.png"
+# Injected into a copy of index.html: records on <body> how many images loaded and which did not.
+IMAGE_CHECK_SCRIPT = """<script>
+window.addEventListener("load", () => {
+  const images = Array.from(document.images);
+  const broken = images.filter((image) => !(image.complete && image.naturalWidth > 0));
+  document.body.setAttribute("data-images", String(images.length));
+  document.body.setAttribute("data-broken", broken.map((image) => image.getAttribute("src")).join(","));
+});
+</script>"""
+
+
+def run_chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess:
     command = [
         str(CHROMIUM),
         "--headless",
@@ -364,18 +384,44 @@ def test_index_html_renders_in_chromium(report, tmp_path):
         "--disable-background-networking",
         "--disable-component-update",
         "--disable-sync",
-        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--user-data-dir={profile}",
         "--enable-logging=stderr",
         "--v=0",
-        f"--screenshot={screenshot}",
-        "--window-size=1200,2000",
-        report.index.resolve().as_uri(),
+        *arguments,
     ]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=120)
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_index_html_renders_in_chromium(report, tmp_path):
+    screenshot = tmp_path / "page.png"
+
+    completed = run_chromium(
+        tmp_path / "profile", f"--screenshot={screenshot}", "--window-size=1200,2000", report.index.resolve().as_uri()
+    )
 
     assert completed.returncode == 0, completed.stderr[-2000:]
-    console_lines = [line for line in completed.stderr.splitlines() if "CONSOLE" in line or "Failed to load" in line]
+    # Chromium logs every console message and uncaught exception as an INFO:CONSOLE line.
+    console_lines = [line for line in completed.stderr.splitlines() if "CONSOLE" in line]
     assert console_lines == [], "\n".join(console_lines)
     assert screenshot.is_file()
-    assert screenshot.stat().st_size > 10_000
+    pixels = matplotlib.image.imread(screenshot)
+    assert pixels.shape[:2] == (2000, 1200)
+    assert pixels[..., :3].std() > 0.05, "screenshot is almost uniform: the page did not render"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium (apt-get install chromium)")
+def test_index_html_images_load_in_chromium(report, tmp_path):
+    # A failed <img> load under file:// logs nothing, so a copy of the page reports it in the DOM.
+    copy = tmp_path / "report"
+    shutil.copytree(report.out_dir, copy)
+    checked_page = copy / "checked.html"
+    checked_page.write_text(report.index.read_text(encoding="utf-8").replace("</body>", IMAGE_CHECK_SCRIPT + "</body>"))
+
+    completed = run_chromium(tmp_path / "profile", "--dump-dom", "--virtual-time-budget=10000", checked_page.as_uri())
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert 'data-images="6"' in completed.stdout
+    assert 'data-broken=""' in completed.stdout

@@ -147,7 +147,8 @@ SUMMARY_DEFINITIONS = (
     (
         "note",
         "Why the two ratios are n/a: the final score is missing or ≤ the minimum final score "
-        "(near chance, so the ratio means nothing), the metric is a distance, or no score exists at epoch 1.",
+        "(near chance, so the ratio means nothing) or the metric is a distance. fraction_at_epoch1 alone is n/a "
+        "when the run ends before epoch 1 or has no score at the end of epoch 1.",
     ),
     (
         "null_step, <null>_mean, <null>_p_max",

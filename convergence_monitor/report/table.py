@@ -194,10 +194,10 @@ def null_comparison(table: pd.DataFrame) -> pd.DataFrame:
 
     Returns one row per (probe, layer, metric) that has at least one null
     variant, with the columns depth, null_step, native_mean and native_std
-    (over seed pairs at null_step) and, for every variant V found, ``V_mean``
-    (mean over pairs of the null mean) or, for p-value variants ending in
-    ``_p``, ``V_max`` (the largest p-value over pairs, so every pair has a
-    p-value at or below it).
+    (over seed pairs at null_step). Each variant V adds ``V_mean``, the mean
+    over pairs of the null mean. A p-value variant, whose name ends in ``_p``,
+    adds ``V_max`` instead: the largest p-value over pairs, so every pair has
+    a p-value at or below it.
     """
     parts = table["metric"].str.partition("@")
     is_null = parts[2] != ""
@@ -264,12 +264,13 @@ def summarize(
       score need not stay above that level afterwards. Steps whose mean is
       NaN never count as reached.
 
-    The two ratios are NaN, and ``note`` says why, when: the final score is
+    The two ratios are NaN, and ``note`` gives the reason, when: the final score is
     NaN; the final score is ≤ ``min_final_score`` (a score near 0 is chance
     level and dividing by it yields a meaningless ratio); the metric is a
     distance (lower is better, so a fraction of the final value does not
-    measure progress); no step has epoch ≤ 1; or the score at epoch1_step is
-    NaN (only fraction_at_epoch1 is then NaN).
+    measure progress); no step has epoch ≤ 1; the last step has epoch < 1, so
+    the run never reached the end of epoch 1; or the score at epoch1_step is
+    NaN. In the last three cases only fraction_at_epoch1 is NaN.
 
     For metrics with null baselines, the columns of :func:`null_comparison`
     are joined: ``null_step``, ``rotated_mean``, ``rotated_p_max``,
@@ -376,6 +377,8 @@ def _progress_statistics(
 
     if epoch1_step is None:
         result["note"] = "no step with epoch <= 1"
+    elif curve["epoch"].iloc[-1] < 1 - EPOCH_TOLERANCE:
+        result["note"] = "run ends before the end of epoch 1"
     elif math.isnan(epoch1_score):
         result["note"] = f"score at step {epoch1_step} (end of epoch 1) missing"
     else:
@@ -401,8 +404,8 @@ def shift_magnitudes(probe_stats: pd.DataFrame, id_probe: str = ID_PROBE) -> pd.
     """Measure each probe set's shift as the seeds' mean accuracy drop against the in-distribution probe.
 
     Uses the last step of ``probe_stats``. The drop is accuracy on ``id_probe``
-    minus accuracy on the probe set, per seed, then averaged over seeds; it is
-    in the unit of the accuracy column. ``frechet_distance`` (mean over seeds)
+    minus accuracy on the probe set, per seed, then averaged over seeds. It
+    has the unit of the accuracy column (fraction or percent). ``frechet_distance`` (mean over seeds)
     is included when the column exists. Returns one row per probe set with
     the columns probe, step, accuracy, accuracy_drop and, if present,
     frechet_distance.
