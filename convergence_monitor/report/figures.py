@@ -86,8 +86,8 @@ def plot_score_vs_step(
                     linewidth=0,
                 )
             max_step = curves.loc[curves["metric"] == metric, "step"].max()
-            _mark_epochs(ax, steps_per_epoch, max_step)
-            _set_step_axis(ax, log_step)
+            _mark_epochs(ax, steps_per_epoch, max_step, log_step=log_step)
+            _set_step_axis(ax, log_step, max_step)
             ax.set_ylabel(_value_label(metric))
             ax.set_title(metric)
 
@@ -133,8 +133,8 @@ def plot_heatmap(
         ax.set_yticks(np.arange(len(depths)), labels=list(depths.index))
         ax.invert_yaxis()
         ax.grid(False)
-        _mark_epochs(ax, steps_per_epoch, steps.max(), outlined=True)
-        _set_step_axis(ax, log_step)
+        _mark_epochs(ax, steps_per_epoch, steps.max(), log_step=log_step, outlined=True)
+        _set_step_axis(ax, log_step, steps.max(), left=_cell_edges(steps)[0])
         ax.set_ylabel("layer (by depth)")
         ax.set_title(f"{metric} on probe set '{id_probe}', mean over seed pairs (grey: missing)")
         figure.colorbar(mesh, ax=ax, label=_value_label(metric), pad=0.02)
@@ -253,18 +253,24 @@ def _panel_grid(count: int, panel_size: tuple[float, float], max_columns: int = 
     return figure, axes[:count]
 
 
-def _set_step_axis(ax, log_step: bool) -> None:
+def _set_step_axis(ax, log_step: bool, max_step: float, left: float | None = None) -> None:
     if log_step:
         # symlog is linear on [0, 1], so step 0 (before the first update) stays on the axis.
         ax.set_xscale("symlog", linthresh=1, linscale=0.5)
-        ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1, subs=(1, 2, 5)))
+        # Ticks at 1, 2 and 5 per decade crowd together beyond about three decades.
+        subs = (1, 2, 5) if max_step < 1000 else (1,)
+        ax.xaxis.set_major_locator(SymmetricalLogLocator(base=10, linthresh=1, subs=subs))
+        # Autoscaling margins would otherwise reach into negative steps, which a log axis stretches.
+        ax.set_xlim(left=-0.2 if left is None else left)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
         ax.set_xlabel(f"{STEP_LABEL} (symmetric log scale)")
     else:
         ax.set_xlabel(STEP_LABEL)
 
 
-def _mark_epochs(ax, steps_per_epoch: float | None, max_step: float, outlined: bool = False) -> None:
+def _mark_epochs(
+    ax, steps_per_epoch: float | None, max_step: float, log_step: bool = False, outlined: bool = False
+) -> None:
     if not steps_per_epoch or steps_per_epoch <= 0:
         return
     # On a heatmap a white line with a black outline stays visible on every colour.
@@ -275,6 +281,9 @@ def _mark_epochs(ax, steps_per_epoch: float | None, max_step: float, outlined: b
     for epoch in range(stride, epochs + 1, stride):
         step = epoch * steps_per_epoch
         ax.axvline(step, color=color, linestyle=":", linewidth=1.0, zorder=2.5 if outlined else 0.5, path_effects=effects)
+        # A log axis packs later epochs together, so only epochs 1, 2, 5, 10, 20, ... get a label.
+        if log_step and not _is_one_two_five(epoch):
+            continue
         ax.annotate(
             f"ep {epoch}",
             xy=(step, 1.0),
@@ -287,6 +296,11 @@ def _mark_epochs(ax, steps_per_epoch: float | None, max_step: float, outlined: b
             color=color,
             path_effects=effects,
         )
+
+
+def _is_one_two_five(number: int) -> bool:
+    digits = str(number)
+    return digits[0] in "125" and set(digits[1:]) <= {"0"}
 
 
 def _cell_edges(steps: np.ndarray) -> np.ndarray:
