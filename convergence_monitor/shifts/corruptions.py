@@ -93,7 +93,7 @@ def _gaussian_blur(images: torch.Tensor, sigma: float, generator: torch.Generato
 def _glass_blur(images: torch.Tensor, parameter: tuple[float, int, float], generator: torch.Generator) -> torch.Tensor:
     # Blur, replace a random fraction `moved` of the pixels with a random pixel at most
     # `max_shift` pixels away in each axis, then blur again. MNIST-C swaps pixel pairs
-    # in a loop instead; a gather is cheaper and has the same local effect.
+    # in a loop instead. A gather is cheaper, but it may copy a pixel twice or drop it.
     sigma, max_shift, moved = parameter
     blurred = _gaussian_blur(images, sigma, generator)
     n, channels, height, width = images.shape
