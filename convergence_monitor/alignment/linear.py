@@ -25,9 +25,13 @@ division by λ_k.
 
 Penalty grid: ``alphas`` are multiples of the mean eigenvalue
 tr(ZᵀZ) / p of the standardized training Gram matrix (about m when no unit is
-dead), by default ``10 ** linspace(-3, 5, 17)``. Measuring α in that unit
-makes the grid independent of the number of samples, and standardizing
-makes the score exactly invariant to scaling and shifting each unit.
+dead), by default ``10 ** linspace(-6, 5, 23)`` (half-decade steps).
+Measuring α in that unit makes the grid independent of the number of
+samples, and standardizing makes the score exactly invariant to scaling and
+shifting each unit. The lower end is small enough that a representation
+scored against itself reaches 1 to about 1e-7 even when most of its
+variance lies in a few directions; the upper end shrinks a fit to noise to
+almost nothing.
 
 The score of a direction is the mean over target units of the Pearson
 correlation between predicted and actual held-out responses, averaged over
@@ -50,7 +54,7 @@ from . import _engine
 from ._stats import FoldBlock, PairCross, column_correlations, transposed
 from ._validation import check_alphas
 
-DEFAULT_RELATIVE_ALPHAS = 10.0 ** np.linspace(-3.0, 5.0, 17)
+DEFAULT_RELATIVE_ALPHAS = 10.0 ** np.linspace(-6.0, 5.0, 23)
 
 
 def select_alpha(
@@ -128,7 +132,7 @@ def linear_regression_score(
     alphas : sequence of float, optional
         Candidate penalties in units of the mean eigenvalue tr(ZᵀZ) / p of
         the standardized training Gram matrix. Default
-        ``10 ** linspace(-3, 5, 17)``. One value fixes the penalty.
+        ``10 ** linspace(-6, 5, 23)``. One value fixes the penalty.
     symmetric : bool
         Average the X → Y and Y → X scores (default) or return X → Y only.
     context : str, optional

@@ -10,6 +10,14 @@ of the Pearson correlation between the held-out X Q and the held-out Y; the
 Y → X score uses Qᵀ and X's p real units. The symmetric score averages both
 and the result is the mean over folds.
 
+NOTE: the map absorbs any rotation or reflection of the source, so the
+X → Y score ignores one applied to X. The per-unit correlation is measured
+in the target's own basis, so a general rotation of the target moves the
+score unless the alignment is perfect; permutations and sign flips of
+target units do not. The symmetric score is therefore invariant to signed
+permutations of either side, not to every rotation of either side. The
+distance below is invariant to rotations of both.
+
 Distance
 --------
 With Xc, Yc centred on all samples,

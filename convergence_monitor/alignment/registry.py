@@ -48,7 +48,12 @@ METRICS: dict[str, MetricInfo] = {
             function=procrustes.procrustes_score,
             kind="score",
             higher_is_better=True,
-            invariances=("rotation", "reflection", "translation", "isotropic scale"),
+            invariances=(
+                "rotation and reflection of the source (directional score)",
+                "signed permutation of units",
+                "translation",
+                "isotropic scale",
+            ),
             uses_folds=True,
             options=("symmetric",),
             summary="held-out Pearson r after the best training-fold orthogonal map",
