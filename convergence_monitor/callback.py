@@ -1,0 +1,513 @@
+"""``ConvergenceCallback``: cross-seed alignment of a multi-seed module, measured while it trains."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
+from threadpoolctl import threadpool_limits
+
+from . import alignment
+from .capture import capture_features, resolve_layers
+from .probes import ID_PROBE, ProbeSet, probe_set_from_dataset, probe_set_from_loader, probe_set_from_source
+from .schedule import ProbeSchedule
+from .sinks import ALIGNMENT_COLUMNS, PROBE_STATS_COLUMNS, CsvTable, log_to_all
+
+log = logging.getLogger(__name__)
+
+DEFAULT_METRICS = ("linear_regression", "procrustes", "permutation", "soft_matching", "linear_cka")
+NULL_KINDS = ("rotated", "shuffled")
+SEED_INTERFACE_HELP = (
+    "ConvergenceCallback needs a LightningModule with a method seed_models() that returns a mapping "
+    "from seed label (str) to an nn.Module taking probe images and returning logits; "
+    "convergence_monitor.MultiSeedModule provides it"
+)
+
+
+class ConvergenceCallback(Callback):
+    """Score every seed pair at every chosen layer on fixed probe sets while training runs.
+
+    The module must expose ``seed_models() -> Mapping[str, nn.Module]``
+    (``MultiSeedModule`` does). At each probe step of ``ProbeSchedule`` the
+    callback runs every probe set through every seed in eval mode, captures
+    the chosen layers with forward hooks, scores each seed pair with the
+    alignment core, and then
+
+    - appends one row per (step, epoch, probe, layer, metric, seed_a, seed_b)
+      to ``alignment.csv`` in the run's log directory (flushed per step);
+    - sends ``align/<probe>/<layer>/<metric>`` (mean over pairs) and
+      ``align_std/<probe>/<layer>/<metric>`` (standard deviation over pairs)
+      to every logger in ``trainer.loggers`` in one call, with the optimizer
+      step as the step;
+    - for each out-of-distribution probe set, sends
+      ``drop/<probe>/<layer>/<metric>`` (in-distribution score minus the
+      probe set's score) and the shift magnitude ``shift/<probe>/accuracy_drop``
+      and ``shift/<probe>/frechet_distance``, and writes per-seed probe
+      accuracies to ``probe_stats.csv``.
+
+    Args:
+        probe_set: in-distribution probe set: a ``ProbeSet``, an image tensor,
+            a Dataset or an image folder. ``None`` takes the datamodule's
+            ``probe_dataloader()`` if it has one, otherwise a seeded subset of
+            ``probe_size`` validation samples.
+        probe_size: size of that validation subset.
+        shift_probes: out-of-distribution probe sets: ``ProbeSet`` objects,
+            or a mapping ``{"families": [...], "severities": [...],
+            "natural": [...]}`` built from the datamodule's probe images by
+            ``convergence_monitor.shifts.build_shift_probe_sets``.
+        layers: module names or glob patterns (``"layer*.conv2"``) plus
+            ``"pre_logits"``; ``None`` for the architecture's defaults.
+        metrics: alignment metric names (see ``alignment.list_metrics()``).
+        folds: cross-validation folds over probe samples.
+        fold_seed: seed of the fold assignment, shared by every pair, layer,
+            metric and step so curves are comparable.
+        sample_mode: convolution reduction, ``center``, ``mean`` or ``positions``.
+        token_mode: transformer token reduction, ``cls`` or ``mean``.
+        position_budget: samples kept per layer in ``positions`` mode.
+        first_epoch_points: log-spaced probe steps in the first epoch.
+        interval: probe interval in steps after the first epoch (``None``:
+            half an epoch).
+        null_draws: chance-baseline draws per pair and layer at the final
+            probe step (0 turns nulls off). The p-value resolution is
+            ``1 / (null_draws + 1)``.
+        null_metrics: metrics that get nulls.
+        null_kinds: ``rotated`` (random orthogonal basis) and/or ``shuffled``.
+        shift_metrics: metrics scored on the out-of-distribution probe sets
+            (``None``: the same as ``metrics``); must be a subset of ``metrics``
+            so each has an in-distribution score to subtract from.
+        shift_probe_size: keep only the first ``shift_probe_size`` images of
+            each out-of-distribution probe set (``None``: all). The
+            in-distribution probe order is already random, so this is a
+            random subset, the same at every step.
+        batch_size: probe forward-pass batch size.
+        frechet_layer: layer whose features give the Fréchet shift distance
+            (``None``: the first chosen layer).
+        blas_threads: BLAS threads for the metric round (``None``: leave the
+            library default). One thread is the default because OpenBLAS
+            threads competing with PyTorch's OpenMP threads made the round
+            6× slower on a 2-core machine (see docs/benchmarks.md).
+    """
+
+    def __init__(
+        self,
+        probe_set: Any = None,
+        probe_size: int = 1000,
+        shift_probes: Sequence[ProbeSet] | Mapping[str, Any] | None = None,
+        layers: Sequence[str] | None = None,
+        metrics: Sequence[str] = DEFAULT_METRICS,
+        folds: int = 5,
+        fold_seed: int = 0,
+        sample_mode: str = "center",
+        token_mode: str = "cls",
+        position_budget: int = 4000,
+        first_epoch_points: int = 16,
+        interval: int | None = None,
+        null_draws: int = 0,
+        null_metrics: Sequence[str] = ("soft_matching",),
+        null_kinds: Sequence[str] = NULL_KINDS,
+        shift_metrics: Sequence[str] | None = None,
+        shift_probe_size: int | None = None,
+        batch_size: int = 250,
+        frechet_layer: str | None = None,
+        blas_threads: int | None = 1,
+    ):
+        super().__init__()
+        known = set(alignment.list_metrics())
+        for name in [*metrics, *null_metrics]:
+            if name not in known:
+                raise ValueError(f"unknown metric {name!r}; accepted metrics: {sorted(known)}")
+        if not metrics:
+            raise ValueError("metrics must name at least one alignment metric")
+        for kind in null_kinds:
+            if kind not in NULL_KINDS:
+                raise ValueError(f"unknown null kind {kind!r}; accepted kinds: {NULL_KINDS}")
+        if shift_metrics is not None and not set(shift_metrics) <= set(metrics):
+            raise ValueError(f"shift_metrics {list(shift_metrics)} must be a subset of metrics {list(metrics)}")
+        if shift_probe_size is not None and shift_probe_size < folds:
+            raise ValueError(f"shift_probe_size={shift_probe_size} must be at least folds={folds}")
+        if folds < 2:
+            raise ValueError(f"folds must be at least 2, got {folds}")
+        if probe_size < folds:
+            raise ValueError(f"probe_size={probe_size} must be at least folds={folds}")
+        if null_draws < 0:
+            raise ValueError(f"null_draws must be 0 (off) or positive, got {null_draws}")
+        if sample_mode not in ("center", "mean", "positions"):
+            raise ValueError(f"sample_mode must be 'center', 'mean' or 'positions', got {sample_mode!r}")
+        if token_mode not in ("cls", "mean"):
+            raise ValueError(f"token_mode must be 'cls' or 'mean', got {token_mode!r}")
+        self.probe_source = probe_set
+        self.probe_size = probe_size
+        self.shift_source = shift_probes
+        self.layer_patterns = list(layers) if layers is not None else None
+        self.metrics = tuple(metrics)
+        self.folds = folds
+        self.fold_seed = fold_seed
+        self.sample_mode = sample_mode
+        self.token_mode = token_mode
+        self.position_budget = position_budget
+        self.schedule = ProbeSchedule(first_epoch_points, interval)
+        self.null_draws = null_draws
+        self.null_metrics = tuple(null_metrics)
+        self.null_kinds = tuple(null_kinds)
+        self.shift_metrics = tuple(shift_metrics) if shift_metrics is not None else self.metrics
+        self.shift_probe_size = shift_probe_size
+        self.batch_size = batch_size
+        self.frechet_layer = frechet_layer
+        self.blas_threads = blas_threads
+
+        self.probe_sets: list[ProbeSet] = []
+        self.layers: list[str] = []
+        self.done_steps: list[int] = []
+        self.planned_steps: list[int] = []
+        self.steps_per_epoch = 1
+        self.run_dir: Path | None = None
+        self.timings = {"forward_s": 0.0, "metrics_s": 0.0, "probe_steps": 0}
+        self._loaded_fingerprints: dict[str, str] | None = None
+        self._table: CsvTable | None = None
+        self._stats_table: CsvTable | None = None
+        self._bad_seeds: set[tuple[str, str]] = set()
+        self._null_steps: set[int] = set()
+        self.dead_unit_warnings: dict[tuple[str, str], int] = {}
+
+    # ----------------------------------------------------------------- setup
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        seed_models = self._seed_models(pl_module)
+        first = next(iter(seed_models.values()))
+        self.layers = resolve_layers(first, self.layer_patterns)
+        self.probe_sets = [self._build_id_probe(trainer, pl_module)] + self._build_shift_probes(trainer)
+        self.run_dir = Path(trainer.log_dir or trainer.default_root_dir)
+        if trainer.is_global_zero:
+            self._table = CsvTable(self.run_dir / "alignment.csv", ALIGNMENT_COLUMNS)
+            self._stats_table = CsvTable(self.run_dir / "probe_stats.csv", PROBE_STATS_COLUMNS)
+        rank_zero_info(
+            f"ConvergenceCallback: {len(seed_models)} seeds, {len(self.layers)} layers, "
+            f"{len(self.probe_sets)} probe sets ({', '.join(p.name for p in self.probe_sets)}), "
+            f"metrics {', '.join(self.metrics)}; table {self.run_dir / 'alignment.csv'}"
+        )
+
+    @staticmethod
+    def _seed_models(pl_module: pl.LightningModule) -> Mapping[str, torch.nn.Module]:
+        method = getattr(pl_module, "seed_models", None)
+        if not callable(method):
+            raise TypeError(f"{type(pl_module).__name__} has no seed_models() method. {SEED_INTERFACE_HELP}")
+        models = dict(method())
+        if len(models) < 2:
+            raise ValueError(f"alignment needs at least 2 seeds, {type(pl_module).__name__} has {len(models)}")
+        return {str(label): model for label, model in models.items()}
+
+    def _build_id_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeSet:
+        if self.probe_source is not None:
+            probe = probe_set_from_source(ID_PROBE, self.probe_source)
+            origin = "the probe_set argument"
+        else:
+            datamodule = trainer.datamodule
+            if datamodule is not None and hasattr(datamodule, "probe_dataloader"):
+                probe = probe_set_from_loader(ID_PROBE, datamodule.probe_dataloader())
+                origin = f"{type(datamodule).__name__}.probe_dataloader()"
+            else:
+                probe = self._probe_from_validation(trainer, pl_module)
+                origin = f"a fixed subset (seed {self.fold_seed}) of the validation set"
+        if len(probe) < self.folds:
+            raise ValueError(f"the probe set has {len(probe)} samples, fewer than folds={self.folds}")
+        rank_zero_info(f"ConvergenceCallback: probe set of {len(probe)} images from {origin}")
+        return probe
+
+    def _probe_from_validation(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeSet:
+        owner = trainer.datamodule if hasattr(trainer.datamodule, "val_dataloader") else pl_module
+        try:
+            loaders = owner.val_dataloader()
+        except Exception as error:  # noqa: BLE001 - Lightning raises its own type when the hook is missing
+            raise ValueError(
+                "no probe set: pass probe_set=..., or give the datamodule a probe_dataloader() or a "
+                f"val_dataloader() ({type(error).__name__}: {error})"
+            ) from error
+        loader = loaders[0] if isinstance(loaders, (list, tuple)) else loaders
+        dataset = loader.dataset
+        if len(dataset) == 0:
+            raise ValueError("no probe set: the validation set is empty")
+        size = min(self.probe_size, len(dataset))
+        indices = np.sort(np.random.default_rng(self.fold_seed).choice(len(dataset), size=size, replace=False))
+        return probe_set_from_dataset(ID_PROBE, dataset, indices)
+
+    def _build_shift_probes(self, trainer: pl.Trainer) -> list[ProbeSet]:
+        source = self.shift_source
+        if not source:
+            return []
+        if isinstance(source, Mapping):
+            from .shifts import build_shift_probe_sets
+
+            if trainer.datamodule is None:
+                raise ValueError("shift_probes given as a corruption spec needs a datamodule with probe_images01()")
+            probes = build_shift_probe_sets(trainer.datamodule, **dict(source))
+        else:
+            probes = [p if isinstance(p, ProbeSet) else probe_set_from_source(f"shift{i}", p)
+                      for i, p in enumerate(source)]
+        if self.shift_probe_size is not None:
+            probes = [p if len(p) <= self.shift_probe_size else
+                      ProbeSet(p.name, p.images[: self.shift_probe_size],
+                               None if p.labels is None else p.labels[: self.shift_probe_size])
+                      for p in probes]
+        names = [p.name for p in probes]
+        if ID_PROBE in names or len(set(names)) != len(names):
+            raise ValueError(f"shift probe set names must be unique and not {ID_PROBE!r}, got {names}")
+        return list(probes)
+
+    def _check_fingerprints(self) -> None:
+        if self._loaded_fingerprints is None:
+            return
+        current = {p.name: p.fingerprint for p in self.probe_sets}
+        for name, fingerprint in self._loaded_fingerprints.items():
+            if current.get(name) != fingerprint:
+                raise ValueError(
+                    f"probe set {name!r} differs from the one in the checkpoint (fingerprint "
+                    f"{fingerprint[:12]} then, {str(current.get(name))[:12]} now); resuming would mix "
+                    "curves measured on different probe sets: restore the original probe set or start a new run"
+                )
+
+    # ----------------------------------------------------------------- hooks
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Lightning restores callback state after setup(), so checkpoint checks sit here.
+        self._check_fingerprints()
+        if self.done_steps and self._table is not None:
+            # A resumed run recomputes the steps after its checkpoint; drop their old rows.
+            last = max(self.done_steps)
+            self._table.drop_steps_after(last)
+            self._stats_table.drop_steps_after(last)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        batches = trainer.num_training_batches
+        if not math.isfinite(batches):
+            raise ValueError("ConvergenceCallback needs a sized training dataloader to place the first-epoch probes")
+        self.steps_per_epoch = max(1, int(batches) // max(1, trainer.accumulate_grad_batches))
+        total = int(trainer.estimated_stepping_batches)
+        self.planned_steps = self.schedule.steps(self.steps_per_epoch, total)
+        rank_zero_info(
+            f"ConvergenceCallback: {len(self.planned_steps)} probe steps planned over {total} steps "
+            f"({self.steps_per_epoch} per epoch)"
+        )
+        self._maybe_probe(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._maybe_probe(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The final step always gets a probe (and its nulls), whatever stopped training.
+        step = trainer.global_step
+        if self.dead_unit_warnings:
+            total = sum(self.dead_unit_warnings.values())
+            rank_zero_info(f"ConvergenceCallback: {total} dead-unit warnings over {len(self.dead_unit_warnings)} "
+                           "(probe set, layer) combinations; dead units count as correlation 0")
+        if step not in self.done_steps:
+            self._probe(trainer, pl_module, final=True)
+        elif self.null_draws and step not in self._null_steps and trainer.is_global_zero and self._table:
+            seed_models = self._seed_models(pl_module)
+            with threadpool_limits(self.blas_threads):
+                rows = self._null_rows(seed_models, step, step / self.steps_per_epoch)
+            self._table.append(rows)
+
+    def _maybe_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        step = trainer.global_step
+        if step in self.done_steps or step not in self.planned_steps:
+            return
+        self._probe(trainer, pl_module, final=step == self.planned_steps[-1])
+
+    # ----------------------------------------------------------------- probing
+
+    def _probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule, final: bool) -> None:
+        step = trainer.global_step
+        epoch = step / self.steps_per_epoch
+        seed_models = self._seed_models(pl_module)
+        rows: list[dict] = []
+        stats_rows: list[dict] = []
+        logged: dict[str, float] = {"align/epoch": epoch}
+        id_means: dict[tuple[str, str], float] = {}
+        id_accuracy: dict[str, float] = {}
+        id_frechet_features: dict[str, torch.Tensor] = {}
+
+        for probe in self.probe_sets:
+            started = time.perf_counter()
+            features, accuracy = self._capture(probe, seed_models)
+            self.timings["forward_s"] += time.perf_counter() - started
+
+            started = time.perf_counter()
+            metrics = self.metrics if probe.name == ID_PROBE else self.shift_metrics
+            for depth, layer in enumerate(self.layers):
+                with threadpool_limits(self.blas_threads):
+                    per_pair = self._score_layer(probe.name, layer, features, metrics, step)
+                for (seed_a, seed_b), scores in per_pair.items():
+                    for metric, value in scores.items():
+                        rows.append({"step": step, "epoch": epoch, "probe": probe.name, "layer": layer,
+                                     "depth": depth, "metric": metric, "seed_a": seed_a, "seed_b": seed_b,
+                                     "score": value})
+                for metric in metrics:
+                    values = np.array([scores[metric] for scores in per_pair.values()], dtype=float)
+                    mean, spread = _mean_and_std(values)
+                    logged[f"align/{probe.name}/{layer}/{metric}"] = mean
+                    logged[f"align_std/{probe.name}/{layer}/{metric}"] = spread
+                    if probe.name == ID_PROBE:
+                        id_means[(layer, metric)] = mean
+                    else:
+                        logged[f"drop/{probe.name}/{layer}/{metric}"] = id_means[(layer, metric)] - mean
+            self.timings["metrics_s"] += time.perf_counter() - started
+
+            stats_rows.extend(self._shift_stats(probe, features, accuracy, id_accuracy, id_frechet_features,
+                                                step, epoch, logged))
+
+        if final and self.null_draws:
+            with threadpool_limits(self.blas_threads):
+                rows.extend(self._null_rows(seed_models, step, epoch))
+
+        self.done_steps.append(step)
+        self.timings["probe_steps"] += 1
+        if trainer.is_global_zero and self._table is not None:
+            self._table.append(rows)
+            self._stats_table.append(stats_rows)
+        log_to_all(trainer.loggers, logged, step)
+
+    def _capture(self, probe: ProbeSet, seed_models: Mapping[str, torch.nn.Module]):
+        features: dict[str, dict[str, torch.Tensor]] = {}
+        accuracy: dict[str, float] = {}
+        for label, model in seed_models.items():
+            features[label], logits = capture_features(
+                model, probe.images, self.layers, batch_size=self.batch_size, sample_mode=self.sample_mode,
+                token_mode=self.token_mode, position_budget=self.position_budget, seed=self.fold_seed,
+            )
+            if probe.labels is not None and logits.ndim == 2:
+                accuracy[label] = float((logits.argmax(dim=1) == probe.labels).double().mean())
+        return features, accuracy
+
+    def _healthy_seeds(self, probe: str, layer: str, features: Mapping[str, Mapping[str, torch.Tensor]],
+                       step: int) -> list[str]:
+        healthy = []
+        for label, by_layer in features.items():
+            values = by_layer[layer]
+            bad = int((~torch.isfinite(values)).sum())
+            if bad == 0:
+                healthy.append(label)
+                continue
+            if (label, layer) not in self._bad_seeds:
+                self._bad_seeds.add((label, layer))
+                rank_zero_warn(
+                    f"seed {label}: {bad} non-finite activations at layer {layer!r} on probe set {probe!r} "
+                    f"(step {step}); its pairs are recorded as NaN and the other seeds are still measured"
+                )
+        return healthy
+
+    def _score_layer(self, probe: str, layer: str, features, metrics: Sequence[str],
+                     step: int) -> dict[tuple[str, str], dict[str, float]]:
+        labels = list(features)
+        healthy = self._healthy_seeds(probe, layer, features, step)
+        scored = {}
+        if len(healthy) >= 2:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                scored = alignment.score_pairs(
+                    {label: features[label][layer] for label in healthy}, metrics, folds=self.folds,
+                    seed=self.fold_seed, context=f"probe set {probe!r}, layer {layer!r}, step {step}",
+                )
+            self._forward_warnings(probe, layer, caught)
+        nan_scores = {metric: float("nan") for metric in metrics}
+        return {pair: dict(scored.get(pair, nan_scores)) for pair in itertools.combinations(labels, 2)}
+
+    def _forward_warnings(self, probe: str, layer: str, caught: list[warnings.WarningMessage]) -> None:
+        # Dead units recur at every step and fold; show the first per layer and count the rest.
+        for record in caught:
+            if issubclass(record.category, alignment.DeadUnitWarning):
+                key = (probe, layer)
+                self.dead_unit_warnings[key] = self.dead_unit_warnings.get(key, 0) + 1
+                if self.dead_unit_warnings[key] == 1:
+                    rank_zero_warn(f"{record.message} (later dead-unit warnings for this layer are only counted)",
+                                   category=alignment.DeadUnitWarning)
+            else:
+                rank_zero_warn(str(record.message), category=record.category)
+
+    def _shift_stats(self, probe, features, accuracy, id_accuracy, id_frechet_features, step, epoch, logged):
+        frechet_layer = self.frechet_layer or self.layers[0]
+        rows = []
+        if probe.name == ID_PROBE:
+            id_accuracy.update(accuracy)
+            for label, by_layer in features.items():
+                id_frechet_features[label] = by_layer[frechet_layer]
+        distances = {}
+        if probe.name != ID_PROBE:
+            from .shifts import frechet_distance
+
+            for label, by_layer in features.items():
+                try:
+                    distances[label] = frechet_distance(id_frechet_features[label], by_layer[frechet_layer])
+                except ValueError as error:
+                    rank_zero_warn(f"seed {label}: Fréchet distance on probe set {probe.name!r} failed: {error}")
+                    distances[label] = float("nan")
+            drops = [id_accuracy[s] - accuracy[s] for s in accuracy if s in id_accuracy]
+            logged[f"shift/{probe.name}/accuracy_drop"] = float(np.mean(drops)) if drops else float("nan")
+            logged[f"shift/{probe.name}/frechet_distance"] = (
+                float(np.nanmean(list(distances.values()))) if distances else float("nan"))
+        for label in features:
+            rows.append({"step": step, "epoch": epoch, "probe": probe.name, "seed": label,
+                         "accuracy": accuracy.get(label, float("nan")),
+                         "frechet_distance": distances.get(label, 0.0 if probe.name == ID_PROBE else float("nan"))})
+            if label in accuracy:
+                logged[f"probe_acc/{probe.name}/seed_{label}"] = accuracy[label]
+        return rows
+
+    def _null_rows(self, seed_models, step: int, epoch: float) -> list[dict]:
+        self._null_steps.add(step)
+        probe = self.probe_sets[0]
+        features, _ = self._capture(probe, seed_models)
+        rows = []
+        for depth, layer in enumerate(self.layers):
+            healthy = self._healthy_seeds(probe.name, layer, features, step)
+            for seed_a, seed_b in itertools.combinations(healthy, 2):
+                for metric in self.null_metrics:
+                    for kind in self.null_kinds:
+                        options = {"folds": self.folds} if alignment.get_metric(metric).uses_folds else {}
+                        result = alignment.null_scores(
+                            metric, features[seed_a][layer], features[seed_b][layer], kind=kind,
+                            draws=self.null_draws, seed=self.fold_seed, fold_seed=self.fold_seed,
+                            context=f"layer {layer!r}, seeds {seed_a} vs {seed_b}", **options,
+                        )
+                        common = {"step": step, "epoch": epoch, "probe": probe.name, "layer": layer,
+                                  "depth": depth, "seed_a": seed_a, "seed_b": seed_b}
+                        rows.append({**common, "metric": f"{metric}@{kind}", "score": float(np.mean(result.null))})
+                        rows.append({**common, "metric": f"{metric}@{kind}_p", "score": float(result.p_value)})
+        return rows
+
+    # ----------------------------------------------------------------- state
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "done_steps": list(self.done_steps),
+            "fingerprints": {p.name: p.fingerprint for p in self.probe_sets},
+            "layers": list(self.layers),
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.done_steps = list(state_dict.get("done_steps", []))
+        self._loaded_fingerprints = dict(state_dict.get("fingerprints", {})) or None
+
+
+def _mean_and_std(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation over the finite pair scores; NaN when none is finite."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return float(finite.mean()), float(finite.std()) if finite.size > 1 else 0.0
