@@ -1,0 +1,82 @@
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SCRIPT = REPO / "train" / "multiseed.py"
+
+TINY = """
+trainer:
+  max_steps: 3
+  limit_val_batches: 1
+  callbacks:
+    - class_path: convergence_monitor.ConvergenceCallback
+      init_args:
+        layers: [conv1.0, layer2.0.conv2, pre_logits]
+        metrics: [procrustes, linear_cka]
+        first_epoch_points: 2
+        shift_probes:
+          families: [gaussian_noise]
+          severities: [3]
+          natural: [uci_digits]
+model:
+  seeds: [0, 1]
+data:
+  class_path: convergence_monitor.MNISTDataModule
+  init_args:
+    batch_size: 16
+    probe_size: 40
+    val_size: 40
+"""
+
+
+def _run(tmp_path, *args):
+    env = dict(os.environ, HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
+               WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
+               PYTHONUNBUFFERED="1")
+    env.pop("WANDB_MODE", None)
+    env.pop("WANDB_API_KEY", None)
+    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_multiseed_script_runs_end_to_end(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY)
+    result = _run(tmp_path, "--config", str(REPO / "configs" / "mnist.yaml"), "--config", "tiny.yaml")
+    assert result.returncode == 0, result.stderr[-3000:]
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith("run directory: ")
+    run_dir = Path(last.removeprefix("run directory: "))
+    assert run_dir.is_relative_to(tmp_path)
+
+    with (run_dir / "alignment.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert {int(r["step"]) for r in rows} == {0, 1, 3}
+    assert {r["probe"] for r in rows} == {"id", "gaussian_noise-3", "uci_digits"}
+    assert {r["metric"] for r in rows} == {"procrustes", "linear_cka"}
+    assert (run_dir / "probe_stats.csv").exists()
+    assert list(run_dir.glob("events.out.tfevents.*"))
+    assert "logging offline" in result.stderr and "wandb sync" in result.stderr
+    assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+@pytest.mark.slow
+def test_multiseed_script_unknown_metric_fails_at_start(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("[procrustes, linear_cka]", "[procrustes, cca]"))
+    result = _run(tmp_path, "--config", str(REPO / "configs" / "mnist.yaml"), "--config", "tiny.yaml")
+    assert result.returncode != 0
+    assert "unknown metric 'cca'" in result.stderr
+    assert "alignment.csv" not in result.stdout
+
+
+@pytest.mark.slow
+def test_multiseed_script_unknown_layer_fails_at_start(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(TINY.replace("[conv1.0, layer2.0.conv2, pre_logits]", "[conv9]"))
+    result = _run(tmp_path, "--config", str(REPO / "configs" / "mnist.yaml"), "--config", "tiny.yaml")
+    assert result.returncode != 0
+    assert "layer 'conv9' not found" in result.stderr
