@@ -178,6 +178,7 @@ class ConvergenceCallback(Callback):
         self._bad_seeds: set[tuple[str, str]] = set()
         self._null_steps: set[int] = set()
         self.dead_unit_warnings: dict[tuple[str, str], int] = {}
+        self._panels: list = []
 
     # ----------------------------------------------------------------- setup
 
@@ -192,6 +193,10 @@ class ConvergenceCallback(Callback):
         if trainer.is_global_zero:
             self._table = CsvTable(self.run_dir / "alignment.csv", ALIGNMENT_COLUMNS)
             self._stats_table = CsvTable(self.run_dir / "probe_stats.csv", PROBE_STATS_COLUMNS)
+        if trainer.is_global_zero:
+            from .wandb_panels import panels_for_loggers
+
+            self._panels = panels_for_loggers(trainer.loggers, self, pl_module)
         rank_zero_info(
             f"ConvergenceCallback: {len(seed_models)} seeds, {len(self.layers)} layers, "
             f"{len(self.probe_sets)} probe sets ({', '.join(p.name for p in self.probe_sets)}), "
@@ -318,6 +323,8 @@ class ConvergenceCallback(Callback):
             with threadpool_limits(self.blas_threads):
                 rows = self._null_rows(seed_models, step, step / self.steps_per_epoch)
             self._table.append(rows)
+        for panel in self._panels:
+            panel.on_train_end(step)
 
     def _maybe_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -377,8 +384,13 @@ class ConvergenceCallback(Callback):
         self.timings["probe_steps"] += 1
         if trainer.is_global_zero and self._table is not None:
             self._table.append(rows)
+        for panel in self._panels:
+            panel.on_train_end(step)
             self._stats_table.append(stats_rows)
         log_to_all(trainer.loggers, logged, step)
+        if trainer.is_global_zero:
+            for panel in self._panels:
+                panel.on_probe_step(step, epoch, rows, logged)
 
     def _capture(self, probe: ProbeSet, seed_models: Mapping[str, torch.nn.Module]):
         features: dict[str, dict[str, torch.Tensor]] = {}
