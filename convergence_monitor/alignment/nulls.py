@@ -8,7 +8,10 @@ with its rows permuted, which breaks the sample correspondence and gives
 each metric's chance level.
 
 With K null draws the one-sided p-value is (1 + #{null ≥ observed}) / (K + 1)
-for a score, and (1 + #{null ≤ observed}) / (K + 1) for a distance.
+for a score, and (1 + #{null ≤ observed}) / (K + 1) for a distance. A null
+value within ``TIE_RTOL`` (relative) of the observed one counts as a tie,
+so rounding cannot make a metric that ignores the null transformation look
+significant.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from ._validation import fail, to_float64
 from .registry import get_metric
 
 NULL_KINDS = ("rotated", "shuffled")
+TIE_RTOL = 1e-12
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,11 @@ def null_scores(
             y_null = y[rng.permutation(y.shape[0])]
         null[draw] = info.function(x, y_null, **metric_options)
 
-    extreme = null >= observed if info.higher_is_better else null <= observed
+    tolerance = TIE_RTOL * max(1.0, abs(observed))
+    if info.higher_is_better:
+        extreme = null >= observed - tolerance
+    else:
+        extreme = null <= observed + tolerance
     p_value = (1.0 + np.count_nonzero(extreme)) / (draws + 1.0)
     return NullResult(
         metric=metric,

@@ -18,6 +18,11 @@ target units do not. The symmetric score is therefore invariant to signed
 permutations of either side, not to every rotation of either side. The
 distance below is invariant to rotations of both.
 
+NOTE: when a training fold has fewer samples than units, Xcᵀ Yc is rank
+deficient and Q is not unique on its null space. The score then depends on
+the completion that LAPACK's SVD returns (deterministic, but arbitrary), so
+use more probe samples than units per training fold.
+
 Distance
 --------
 With Xc, Yc centred on all samples,

@@ -29,9 +29,16 @@ from . import _engine
 from ._stats import DeadUnitWarning, FullBlock, FullPair, standardize
 from ._validation import fail, with_context
 
+# Dissimilarities lie in [0, 2]. A spread below this is rounding residue, and
+# ranking it would give an arbitrary order, so the matrix counts as constant.
+CONSTANT_SPREAD = 1e-10
 
-def _dissimilarity_ranks(block: FullBlock) -> np.ndarray:
-    """Return the centred ranks of the upper triangle of the block's dissimilarity matrix."""
+
+def _dissimilarity_ranks(block: FullBlock) -> np.ndarray | None:
+    """Return the centred ranks of the upper triangle of the block's dissimilarity matrix.
+
+    Returns None when every dissimilarity is equal up to rounding.
+    """
     if "dissimilarity_ranks" not in block.cache:
         n, p = block.data.shape
 
@@ -46,8 +53,12 @@ def _dissimilarity_ranks(block: FullBlock) -> np.ndarray:
         correlations = standardized_rows.T @ standardized_rows / p
 
         upper = np.triu_indices(n, k=1)
-        ranks = rankdata(1.0 - correlations[upper])
-        block.cache["dissimilarity_ranks"] = ranks - ranks.mean()
+        dissimilarities = 1.0 - correlations[upper]
+        if np.ptp(dissimilarities) <= CONSTANT_SPREAD:
+            block.cache["dissimilarity_ranks"] = None
+        else:
+            ranks = rankdata(dissimilarities)
+            block.cache["dissimilarity_ranks"] = ranks - ranks.mean()
     return block.cache["dissimilarity_ranks"]
 
 
@@ -55,14 +66,14 @@ def rsa_kernel(first: FullBlock, second: FullBlock, pair: FullPair) -> float:
     """Return the Spearman correlation of the two dissimilarity matrices."""
     ranks_first = _dissimilarity_ranks(first)
     ranks_second = _dissimilarity_ranks(second)
-    norms = np.linalg.norm(ranks_first) * np.linalg.norm(ranks_second)
-    if norms == 0.0:
+    if ranks_first is None or ranks_second is None:
         message = (
             f"every dissimilarity between samples of {first.side} or of {second.side} is equal, "
             f"so the RSA score is undefined and returned NaN"
         )
         warnings.warn(with_context(message, first.context), _engine.UndefinedScoreWarning, stacklevel=2)
         return float("nan")
+    norms = np.linalg.norm(ranks_first) * np.linalg.norm(ranks_second)
     return float(np.dot(ranks_first, ranks_second) / norms)
 
 

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+from _alignment_data import low_rank
+
+from convergence_monitor.alignment import (
+    METRICS,
+    AlignmentInputError,
+    debiased_cka,
+    linear_cka,
+    linear_regression_score,
+    list_metrics,
+    permutation_score,
+    procrustes_distance,
+    procrustes_score,
+    rsa_score,
+    score,
+    score_pairs,
+    soft_matching_score,
+)
+
+SINGLE = {
+    "linear_regression": linear_regression_score,
+    "procrustes": procrustes_score,
+    "procrustes_distance": procrustes_distance,
+    "permutation": permutation_score,
+    "soft_matching": soft_matching_score,
+    "linear_cka": linear_cka,
+    "debiased_cka": debiased_cka,
+    "rsa": rsa_score,
+}
+FOLDED = {"linear_regression", "procrustes", "permutation", "soft_matching"}
+
+
+def seed_features(widths, n=90, seed=0):
+    rng = np.random.default_rng(seed)
+    signal = rng.standard_normal((n, 4))
+    return {
+        label: signal @ rng.standard_normal((4, width)) + rng.standard_normal((n, width))
+        for label, width in widths.items()
+    }
+
+
+def test_registry_lists_every_metric():
+    assert list_metrics() == tuple(SINGLE)
+    for name, function in SINGLE.items():
+        info = METRICS[name]
+        assert info.function is function
+        assert info.uses_folds == (name in FOLDED)
+        assert info.kind == ("distance" if name == "procrustes_distance" else "score")
+        assert info.higher_is_better == (info.kind == "score")
+        assert info.invariances
+
+
+def test_score_pairs_equals_single_pair_functions_bitwise():
+    features = seed_features({"a": 7, "b": 7, "c": 7})
+    names = list(SINGLE)
+    batched = score_pairs(features, names, folds=4, seed=3)
+    assert list(batched) == [("a", "b"), ("a", "c"), ("b", "c")]
+    for (first, second), scores in batched.items():
+        assert list(scores) == names
+        for name, value in scores.items():
+            options = {"folds": 4, "seed": 3} if name in FOLDED else {}
+            assert value == SINGLE[name](features[first], features[second], **options), name
+
+
+def test_score_pairs_bitwise_with_unequal_widths_and_options():
+    features = seed_features({0: 5, 1: 9, 2: 12, 3: 9})
+    names = ["linear_regression", "procrustes", "soft_matching", "linear_cka"]
+    options = {"linear_regression": {"alphas": [0.1, 10.0], "symmetric": False}, "procrustes": {"symmetric": False}}
+    batched = score_pairs(features, names, options=options)
+    for (first, second), scores in batched.items():
+        X, Y = features[first], features[second]
+        assert scores["linear_regression"] == linear_regression_score(X, Y, alphas=[0.1, 10.0], symmetric=False)
+        assert scores["procrustes"] == procrustes_score(X, Y, symmetric=False)
+        assert scores["soft_matching"] == soft_matching_score(X, Y)
+        assert scores["linear_cka"] == linear_cka(X, Y)
+
+
+def test_score_dispatches_by_name():
+    features = seed_features({0: 6, 1: 6})
+    X, Y = features[0], features[1]
+    assert score("procrustes", X, Y, folds=3) == procrustes_score(X, Y, folds=3)
+    assert score("rsa", X, Y) == rsa_score(X, Y)
+
+
+def test_score_pairs_rejects_bad_requests():
+    features = seed_features({0: 6, 1: 8})
+    with pytest.raises(AlignmentInputError, match="unknown alignment metric 'svcca'"):
+        score_pairs(features, ["svcca"])
+    with pytest.raises(AlignmentInputError, match=r"seed 0: 6, seed 1: 8\. Use soft_matching_score"):
+        score_pairs(features, ["permutation"])
+    with pytest.raises(AlignmentInputError, match=r"options were given for metrics that were not requested: \['rsa'\]"):
+        score_pairs(features, ["procrustes"], options={"rsa": {}})
+    with pytest.raises(AlignmentInputError, match=r"does not take options \['alphas'\]"):
+        score_pairs(features, ["procrustes"], options={"procrustes": {"alphas": [1.0]}})
+    with pytest.raises(AlignmentInputError, match="at least 2 seeds; found 1"):
+        score_pairs({0: features[0]}, ["procrustes"])
+    with pytest.raises(AlignmentInputError, match=r"found repeats of \['rsa'\]"):
+        score_pairs(features, ["rsa", "rsa"])
+
+
+def test_score_pairs_accepts_single_metric_name():
+    features = seed_features({0: 6, 1: 6})
+    assert score_pairs(features, "linear_cka") == {(0, 1): {"linear_cka": linear_cka(features[0], features[1])}}
+
+
+def test_pairs_in_mapping_order_not_sorted_order():
+    features = seed_features({"z": 4, "a": 4})
+    assert list(score_pairs(features, ["linear_cka"])) == [("z", "a")]
