@@ -74,6 +74,9 @@ class ConvergenceCallback(Callback):
         sample_mode: convolution reduction, ``center``, ``mean`` or ``positions``.
         token_mode: transformer token reduction, ``cls`` or ``mean``.
         position_budget: samples kept per layer in ``positions`` mode.
+        max_units: layers wider than this keep a fixed seeded subset of
+            ``max_units`` units (``None``: keep all), which bounds the
+            metric core's p × p matrices.
         first_epoch_points: log-spaced probe steps in the first epoch.
         interval: probe interval in steps after the first epoch (``None``:
             half an epoch).
@@ -110,6 +113,7 @@ class ConvergenceCallback(Callback):
         sample_mode: str = "center",
         token_mode: str = "cls",
         position_budget: int = 4000,
+        max_units: int | None = 4096,
         first_epoch_points: int = 16,
         interval: int | None = None,
         null_draws: int = 0,
@@ -155,6 +159,7 @@ class ConvergenceCallback(Callback):
         self.sample_mode = sample_mode
         self.token_mode = token_mode
         self.position_budget = position_budget
+        self.max_units = max_units
         self.schedule = ProbeSchedule(first_epoch_points, interval)
         self.null_draws = null_draws
         self.null_metrics = tuple(null_metrics)
@@ -384,8 +389,6 @@ class ConvergenceCallback(Callback):
         self.timings["probe_steps"] += 1
         if trainer.is_global_zero and self._table is not None:
             self._table.append(rows)
-        for panel in self._panels:
-            panel.on_train_end(step)
             self._stats_table.append(stats_rows)
         log_to_all(trainer.loggers, logged, step)
         if trainer.is_global_zero:
@@ -398,7 +401,8 @@ class ConvergenceCallback(Callback):
         for label, model in seed_models.items():
             features[label], logits = capture_features(
                 model, probe.images, self.layers, batch_size=self.batch_size, sample_mode=self.sample_mode,
-                token_mode=self.token_mode, position_budget=self.position_budget, seed=self.fold_seed,
+                token_mode=self.token_mode, position_budget=self.position_budget, max_units=self.max_units,
+                seed=self.fold_seed,
             )
             if probe.labels is not None and logits.ndim == 2:
                 accuracy[label] = float((logits.argmax(dim=1) == probe.labels).double().mean())
