@@ -86,7 +86,7 @@ def test_dead_unit_counts_as_zero_correlation():
         assert linear_regression_score(dead, dead) == pytest.approx(0.9, abs=1e-6)
 
 
-def test_unit_dead_only_on_held_out_fold_is_reported():
+def test_held_out_dead_unit_warns():
     from convergence_monitor.alignment import make_folds
 
     _, held_out = make_folds(150, 5, 0)[2]
@@ -95,6 +95,19 @@ def test_unit_dead_only_on_held_out_fold_is_reported():
     with pytest.warns(DeadUnitWarning, match=r"fold 3 of 5: 1 of 10 units of X are constant on the held-out samples"):
         value = permutation_score(sparse, Y)
     assert np.isfinite(value)
+
+
+def test_training_dead_unit_scores_zero_on_held_out():
+    from convergence_monitor.alignment import make_folds
+
+    # Unit 7 varies only on the held-out samples of fold 1: dead on that
+    # fold's training samples, and dead on every other fold's held-out samples.
+    _, held_out = make_folds(150, 5, 0)[0]
+    sparse = X.copy()
+    sparse[:, 7] = 0.0
+    sparse[held_out, 7] = np.random.default_rng(1).standard_normal(held_out.size)
+    assert permutation_score(sparse, sparse) == pytest.approx(0.9, abs=1e-12)
+    assert soft_matching_score(sparse, sparse) == pytest.approx(0.9, abs=1e-12)
 
 
 @pytest.mark.parametrize("name", list_metrics())

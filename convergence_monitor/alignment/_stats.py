@@ -1,11 +1,11 @@
 """Per-seed, per-fold statistics shared by the cross-validated metrics.
 
-A :class:`FoldBlock` holds everything one seed contributes on one fold:
-training means and standard deviations, the centred training block, the
-held-out block in training coordinates and standardized with its own
-statistics, the dead-unit masks, and (computed on first use) the
-eigendecomposition of the standardized training Gram matrix. A
-:class:`PairCross` holds the training cross-covariance of two seeds, which
+A :class:`FoldBlock` contains everything one seed contributes on one fold.
+That is the training means and standard deviations, the centred training
+block, the held-out block (centred with the training means, and separately
+standardized with its own statistics) and the dead-unit masks. It also
+caches the eigendecomposition of the standardized training Gram matrix. A
+:class:`PairCross` contains the training cross-covariance of two seeds, which
 Procrustes, permutation, soft matching and ridge regression all read.
 
 Dead units
@@ -15,7 +15,9 @@ A unit is dead on a block when its standard deviation there is at most
 threshold is relative, so activations of scale 1e-4 are not dead, while a
 constant unit whose centred values are rounding residue (about 1e-16 of its
 value) is. A dead unit's Pearson correlation with anything counts as 0, in
-fitting and in scoring: its standardized column is set to zero.
+fitting and in scoring, because its standardized column is set to zero. A
+unit dead on a fold's training samples counts as 0 on that fold's held-out
+samples too.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ class FoldBlock:
     train_centred: np.ndarray  # m × p, dead columns zero
     train_dead: np.ndarray
     test_centred: np.ndarray  # held-out block minus the training mean, dead columns zero
-    test_standardized: np.ndarray  # held-out block z-scored with held-out statistics
+    test_standardized: np.ndarray  # held-out block z-scored with held-out statistics, dead columns zero
     test_dead: np.ndarray
     _gram_eigen: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
@@ -132,7 +134,7 @@ def build_fold_block(
     train = data[training]
     test = data[held_out]
 
-    # Training statistics: everything fitted later sees only these.
+    # Every later fit uses only these training statistics.
     mean = train.mean(axis=0)
     train_centred = train - mean
     std = np.sqrt(np.mean(train_centred * train_centred, axis=0))
@@ -140,9 +142,12 @@ def build_fold_block(
     std = np.where(train_dead, 1.0, std)
     train_centred[:, train_dead] = 0.0
 
+    # A unit dead on the training samples was fitted as carrying no information,
+    # so it also scores 0 on the held-out samples, even where it varies there.
     test_centred = test - mean
     test_centred[:, train_dead] = 0.0
     test_standardized, test_dead = standardize(test)
+    test_standardized[:, train_dead] = 0.0
 
     for dead, where in ((train_dead, "training"), (test_dead, "held-out")):
         _warn_dead(dead, where, fold, folds, side, context)

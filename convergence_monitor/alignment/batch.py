@@ -33,8 +33,8 @@ def score_pairs(
     Parameters
     ----------
     features : Mapping from seed label to array-like or torch.Tensor
-        Each seed's n × p_seed matrix (samples × units) for one layer; the
-        sample count must agree across seeds, widths may differ.
+        Each seed's n × p_seed matrix (samples × units) for one layer. The
+        sample count must agree across seeds, but widths may differ.
     metrics : str or sequence of str
         Registered metric names (see :func:`list_metrics`).
     folds, seed : int

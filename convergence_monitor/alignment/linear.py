@@ -28,10 +28,9 @@ tr(ZᵀZ) / p of the standardized training Gram matrix (about m when no unit is
 dead), by default ``10 ** linspace(-6, 5, 23)`` (half-decade steps).
 Measuring α in that unit makes the grid independent of the number of
 samples, and standardizing makes the score exactly invariant to scaling and
-shifting each unit. The lower end is small enough that a representation
-scored against itself reaches 1 to about 1e-7 even when most of its
-variance lies in a few directions; the upper end shrinks a fit to noise to
-almost nothing.
+shifting each unit. The lower end lets a representation scored against
+itself reach 1 within about 1e-6, even when most of its variance lies in a
+few directions. The upper end shrinks a fit to noise to almost nothing.
 
 The score of a direction is the mean over target units of the Pearson
 correlation between predicted and actual held-out responses, averaged over

@@ -12,10 +12,10 @@ and the result is the mean over folds.
 
 NOTE: the map absorbs any rotation or reflection of the source, so the
 X → Y score ignores one applied to X. The per-unit correlation is measured
-in the target's own basis, so a general rotation of the target moves the
-score unless the alignment is perfect; permutations and sign flips of
-target units do not. The symmetric score is therefore invariant to signed
-permutations of either side, not to every rotation of either side. The
+in the target's own basis. A general rotation of the target therefore moves
+the score unless the alignment is perfect, while permutations and sign
+flips of target units do not. So the symmetric score is invariant to signed
+permutations of either side, but not to every rotation of either side. The
 distance below is invariant to rotations of both.
 
 NOTE: when a training fold has fewer samples than units, Xcᵀ Yc is rank
