@@ -107,3 +107,29 @@ def test_score_pairs_accepts_single_metric_name():
 def test_pairs_in_mapping_order_not_sorted_order():
     features = seed_features({"z": 4, "a": 4})
     assert list(score_pairs(features, ["linear_cka"])) == [("z", "a")]
+
+
+def test_score_pairs_shares_per_seed_work(monkeypatch):
+    from convergence_monitor.alignment import _engine
+
+    calls = {"eigh": 0, "pair_cross": 0}
+    original_eigh = np.linalg.eigh
+    original_pair_cross = _engine.pair_cross
+
+    def counting_eigh(matrix):
+        calls["eigh"] += 1
+        return original_eigh(matrix)
+
+    def counting_pair_cross(first, second):
+        calls["pair_cross"] += 1
+        return original_pair_cross(first, second)
+
+    monkeypatch.setattr(np.linalg, "eigh", counting_eigh)
+    monkeypatch.setattr(_engine, "pair_cross", counting_pair_cross)
+    features = seed_features({0: 6, 1: 6, 2: 6, 3: 6})
+    score_pairs(features, ["linear_regression", "procrustes", "permutation", "soft_matching"], folds=3)
+
+    # One Gram eigendecomposition per seed and fold serves both directions of
+    # every pair, and one cross-covariance per pair and fold serves every metric.
+    assert calls["eigh"] == 4 * 3
+    assert calls["pair_cross"] == 6 * 3
