@@ -21,7 +21,7 @@ from . import alignment
 from .capture import capture_features, resolve_layers
 from .probes import ID_PROBE, ProbeSet, probe_set_from_dataset, probe_set_from_loader, probe_set_from_source
 from .schedule import ProbeSchedule
-from .sinks import ALIGNMENT_COLUMNS, PROBE_STATS_COLUMNS, CsvTable, log_to_all
+from .sinks import ALIGNMENT_COLUMNS, PROBE_STATS_COLUMNS, SHIFT_SUMMARY_COLUMNS, CsvTable, log_to_all
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,7 @@ class ConvergenceCallback(Callback):
         self._null_steps: set[int] = set()
         self.dead_unit_warnings: dict[tuple[str, str], int] = {}
         self._panels: list = []
+        self._last_logged: dict[str, float] = {}
 
     # ----------------------------------------------------------------- setup
 
@@ -328,8 +329,45 @@ class ConvergenceCallback(Callback):
             with threadpool_limits(self.blas_threads):
                 rows = self._null_rows(seed_models, step, step / self.steps_per_epoch)
             self._table.append(rows)
+        if trainer.is_global_zero and len(self.probe_sets) > 1:
+            trend = self._write_shift_summary(step)
+            log_to_all(trainer.loggers, trend, step)
         for panel in self._panels:
             panel.on_train_end(step)
+
+    def _write_shift_summary(self, step: int) -> dict[str, float]:
+        """Write ``shift_summary.csv`` (final drop per probe set, layer and metric) and return depth trends.
+
+        The trend ``shift_trend/<probe>/<metric>`` is the Spearman correlation
+        between layer depth and the drop: positive when deeper layers lose
+        more cross-seed alignment under the shift.
+        """
+        from scipy.stats import spearmanr
+
+        logged = self._last_logged
+        rows, trend = [], {}
+        for probe in self.probe_sets[1:]:
+            for metric in self.shift_metrics:
+                drops = []
+                for depth, layer in enumerate(self.layers):
+                    id_score = logged.get(f"align/{ID_PROBE}/{layer}/{metric}", float("nan"))
+                    score = logged.get(f"align/{probe.name}/{layer}/{metric}", float("nan"))
+                    drops.append(id_score - score)
+                    rows.append({"step": step, "probe": probe.name, "layer": layer, "depth": depth,
+                                 "metric": metric, "id_score": id_score, "score": score, "drop": id_score - score,
+                                 "accuracy_drop": logged.get(f"shift/{probe.name}/accuracy_drop", float("nan")),
+                                 "frechet_distance": logged.get(f"shift/{probe.name}/frechet_distance",
+                                                                float("nan"))})
+                finite = np.isfinite(drops)
+                value = float("nan")
+                if finite.sum() >= 3 and np.ptp(np.asarray(drops)[finite]) > 0:
+                    value = float(spearmanr(np.arange(len(drops))[finite], np.asarray(drops)[finite])[0])
+                trend[f"shift_trend/{probe.name}/{metric}"] = value
+        if self.run_dir is not None:
+            table = CsvTable(self.run_dir / "shift_summary.csv", SHIFT_SUMMARY_COLUMNS)
+            table.drop_steps_after(-1)
+            table.append(rows)
+        return trend
 
     def _maybe_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -386,6 +424,7 @@ class ConvergenceCallback(Callback):
                 rows.extend(self._null_rows(seed_models, step, epoch))
 
         self.done_steps.append(step)
+        self._last_logged = logged
         self.timings["probe_steps"] += 1
         if trainer.is_global_zero and self._table is not None:
             self._table.append(rows)

@@ -10,6 +10,11 @@ The unit of a layer is a channel. Outputs become samples × units matrices:
 - transformer tokens (B, T, D): ``cls`` takes token 0, ``mean`` averages
   over tokens;
 - (B, D) outputs are taken as they are.
+
+A layer wider than ``max_units`` keeps a seeded random subset of
+``max_units`` units (the same subset at every step), so a 200,000-unit layer
+never forms 200,000 × 200,000 matrices in the metric core. Scores then
+describe that unit subset, an estimate of the whole-layer score.
 """
 
 from __future__ import annotations
@@ -103,7 +108,10 @@ def eval_mode(model: nn.Module) -> Iterator[None]:
 class _Reducer:
     """Turn one layer's output batch into a samples × units matrix."""
 
-    def __init__(self, sample_mode: str, token_mode: str, position_budget: int, seed: int, n_images: int):
+    def __init__(self, sample_mode: str, token_mode: str, position_budget: int, seed: int, n_images: int,
+                 max_units: int | None = None):
+        self.max_units = max_units
+        self._unit_subsets: dict[int, torch.Tensor] = {}
         self.sample_mode = sample_mode
         self.token_mode = token_mode
         self.position_budget = position_budget
@@ -121,8 +129,20 @@ class _Reducer:
             self._positions[key] = torch.as_tensor(np.sort(rng.choice(total, size=size, replace=False)))
         return self._positions[key]
 
+    def unit_subset(self, width: int) -> torch.Tensor:
+        """Return the sorted unit indices kept for a layer of ``width`` units."""
+        if width not in self._unit_subsets:
+            rng = np.random.default_rng((self.seed, width, 1))
+            self._unit_subsets[width] = torch.as_tensor(np.sort(rng.choice(width, size=self.max_units, replace=False)))
+        return self._unit_subsets[width]
+
     def __call__(self, output: torch.Tensor, offset: int) -> torch.Tensor:
-        output = output.detach()
+        matrix = self._to_matrix(output.detach(), offset)
+        if self.max_units is not None and matrix.shape[1] > self.max_units:
+            matrix = matrix[:, self.unit_subset(matrix.shape[1]).to(matrix.device)]
+        return matrix
+
+    def _to_matrix(self, output: torch.Tensor, offset: int) -> torch.Tensor:
         if output.ndim == 2:
             return output
         if output.ndim == 3:
@@ -160,6 +180,7 @@ def capture_features(
     sample_mode: Literal["center", "mean", "positions"] = "center",
     token_mode: Literal["cls", "mean"] = "cls",
     position_budget: int = 4000,
+    max_units: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
@@ -176,7 +197,9 @@ def capture_features(
     if device is None:
         parameter = next(model.parameters(), None)
         device = parameter.device if parameter is not None else torch.device("cpu")
-    reducer = _Reducer(sample_mode, token_mode, position_budget, seed, int(images.shape[0]))
+    if max_units is not None and max_units < 2:
+        raise ValueError(f"max_units must be at least 2 or None, got {max_units}")
+    reducer = _Reducer(sample_mode, token_mode, position_budget, seed, int(images.shape[0]), max_units)
     modules = dict(model.named_modules())
     chunks: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     offset = 0

@@ -13,6 +13,8 @@ log = logging.getLogger(__name__)
 
 ALIGNMENT_COLUMNS = ("step", "epoch", "probe", "layer", "depth", "metric", "seed_a", "seed_b", "score")
 PROBE_STATS_COLUMNS = ("step", "epoch", "probe", "seed", "accuracy", "frechet_distance")
+SHIFT_SUMMARY_COLUMNS = ("step", "probe", "layer", "depth", "metric", "id_score", "score", "drop", "accuracy_drop",
+                         "frechet_distance")
 
 
 class CsvTable:

@@ -110,3 +110,16 @@ def test_build_model_depends_only_on_seed():
 def test_build_model_unknown_arch_is_an_error():
     with pytest.raises(ValueError, match="unknown timm architecture 'resnet_nope'"):
         build_model("resnet_nope", num_classes=10, in_chans=1, seed=0)
+
+
+def test_capture_wide_layer_keeps_fixed_unit_subset():
+    wide = nn.Sequential(nn.Linear(8, 5000), nn.ReLU(), nn.Linear(5000, 3))
+    images = torch.randn(6, 8)
+    first, _ = capture_features(wide, images, ["0"], max_units=100)
+    second, _ = capture_features(wide, images, ["0"], max_units=100, batch_size=4)
+    assert first["0"].shape == (6, 100)
+    torch.testing.assert_close(first["0"], second["0"])
+    full, _ = capture_features(wide, images, ["0"])
+    assert full["0"].shape == (6, 5000)
+    kept = [int(torch.nonzero((full["0"] == first["0"][:, [j]]).all(0))[0]) for j in range(3)]
+    assert kept == sorted(kept)
