@@ -393,6 +393,7 @@ class ConvergenceCallback(Callback):
         for probe in self.probe_sets:
             started = time.perf_counter()
             features, accuracy = self._capture(probe, seed_models)
+            features, accuracy = self._gather(trainer, features, accuracy)
             self.timings["forward_s"] += time.perf_counter() - started
 
             started = time.perf_counter()
@@ -446,6 +447,14 @@ class ConvergenceCallback(Callback):
             if probe.labels is not None and logits.ndim == 2:
                 accuracy[label] = float((logits.argmax(dim=1) == probe.labels).double().mean())
         return features, accuracy
+
+    def _gather(self, trainer: pl.Trainer, features, accuracy):
+        """Collect every rank's seeds on each rank; a no-op in one process."""
+        if trainer.world_size == 1:
+            return features, accuracy
+        from .distributed import gather_seed_results
+
+        return gather_seed_results(trainer, features, accuracy)
 
     def _healthy_seeds(self, probe: str, layer: str, features: Mapping[str, Mapping[str, torch.Tensor]],
                        step: int) -> list[str]:

@@ -42,7 +42,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class PerSeedBatchSampler(Sampler[list[int]]):
     """Yield batches that concatenate one independently shuffled batch per seed.
 
-    Seed ``i`` draws its order from ``numpy.random.default_rng((base_seed, i, epoch))``,
+    With ``num_seeds=1`` it is an epoch-aware shuffling batch sampler. Seed ``i`` draws its order from ``numpy.random.default_rng((base_seed, i, epoch))``,
     so each seed's order is reproducible and independent of the others.
     Lightning calls ``set_epoch`` at the start of every epoch.
     """
@@ -140,18 +140,11 @@ class MultiSeedDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         assert self.train_set is not None, "setup() must run before train_dataloader()"
-        if self.data_order == "per_seed":
-            sampler = PerSeedBatchSampler(len(self.train_set), self.batch_size, self.num_seeds, self.split_seed)
-            return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
-        generator = torch.Generator().manual_seed(self.split_seed)
-        return DataLoader(
-            self.train_set,
-            batch_size=self.batch_size,
-            shuffle=True,
-            drop_last=True,
-            generator=generator,
-            num_workers=self.num_workers,
-        )
+        # Shared order is one stream for all seeds. Orders depend on (split_seed, epoch) only, so a run
+        # resumed at an epoch boundary sees the same batches as an uninterrupted one.
+        streams = self.num_seeds if self.data_order == "per_seed" else 1
+        sampler = PerSeedBatchSampler(len(self.train_set), self.batch_size, streams, self.split_seed)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         assert self.val_set is not None, "setup() must run before val_dataloader()"

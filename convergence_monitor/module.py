@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal, Mapping, Sequence
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities import rank_zero_warn
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -69,6 +70,7 @@ class MultiSeedModule(pl.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.save_hyperparameters()
         self.seeds = seeds
+        self._diverged_seeds: set[str] = set()
         self.models = nn.ModuleList(
             build_model(arch, num_classes=num_classes, in_chans=in_chans, seed=s, **(model_kwargs or {}))
             for s in seeds
@@ -102,6 +104,11 @@ class MultiSeedModule(pl.LightningModule):
         for label, model, (images, targets) in zip(self.seed_labels, self.models, self._per_seed_inputs(batch)):
             logits = model(images)
             loss = F.cross_entropy(logits, targets)
+            if stage == "train" and not torch.isfinite(loss) and label not in self._diverged_seeds:
+                # Seeds share no parameters, so one seed's NaN loss leaves the others' gradients finite.
+                self._diverged_seeds.add(label)
+                rank_zero_warn(f"seed {label}: training loss is {float(loss)} at step {self.global_step}; "
+                               "the other seeds keep training and being measured")
             accuracy = (logits.argmax(dim=1) == targets).float().mean()
             on_step = stage == "train"
             self.log(f"{stage}/loss/seed_{label}", loss, on_step=on_step, on_epoch=not on_step)
