@@ -121,3 +121,18 @@ def test_score_pairs_names_seed_in_dead_unit_warning():
     features = {0: X, 1: with_dead_unit(Y, 2)}
     with pytest.warns(DeadUnitWarning, match=r"^layer 'fc': fold 1 of 5: 1 of 10 units of seed 1 are constant"):
         score_pairs(features, ["procrustes"], context="layer 'fc'")
+
+
+def test_units_dead_on_either_side_of_fold_give_nan():
+    from convergence_monitor.alignment import make_folds
+
+    # On fold 1, unit 0 is dead on the training samples and unit 1 on the
+    # held-out samples, so no unit has a defined correlation there.
+    _, held_out = make_folds(150, 5, 0)[0]
+    rng = np.random.default_rng(2)
+    split = np.zeros((150, 2))
+    split[held_out, 0] = rng.standard_normal(held_out.size)
+    split[:, 1] = rng.standard_normal(150)
+    split[held_out, 1] = 0.0
+    with pytest.warns(UndefinedScoreWarning, match="fold 1 of 5"):
+        assert np.isnan(permutation_score(split, Y[:, :2]))

@@ -105,7 +105,8 @@ class FoldBlock:
 
     @property
     def all_dead(self) -> bool:
-        return bool(self.train_dead.all() or self.test_dead.all())
+        """Whether every unit is dead on the training or the held-out samples, leaving no correlation defined."""
+        return bool((self.train_dead | self.test_dead).all())
 
     def gram_eigen(self) -> tuple[np.ndarray, np.ndarray]:
         """Return (eigenvalues, eigenvectors) of ZᵀZ, Z the standardized training block.
