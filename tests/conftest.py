@@ -18,6 +18,17 @@ torch.set_num_threads(2)
 @pytest.fixture
 def isolated_home(tmp_path, monkeypatch):
     """Run in a temporary directory with no netrc, so W&B finds no credentials."""
+    return _isolate_home(tmp_path, monkeypatch)
+
+
+@pytest.fixture(scope="module")
+def isolated_home_module(tmp_path_factory):
+    """``isolated_home`` shared by the tests of one module, for one training run they all read."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _isolate_home(tmp_path_factory.mktemp("home"), monkeypatch)
+
+
+def _isolate_home(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))

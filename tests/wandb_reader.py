@@ -58,15 +58,25 @@ def iter_records(path: Path) -> Iterator[wandb_internal_pb2.Record]:
 
 
 def read_history(path: Path) -> list[dict]:
-    """Return the logged history rows, each a dict of key to decoded value."""
+    """Return the logged history rows, each a dict of key to decoded value.
+
+    W&B stores a media value (table, image) as one item per field, with the
+    logged key and the field name as its ``nested_key``. Those fields are
+    gathered back into one dict per key, such as ``{"_type": "table-file",
+    "path": ..., "nrows": ...}``.
+    """
     rows = []
     for record in iter_records(path):
         if record.WhichOneof("record_type") != "history":
             continue
-        row = {}
+        row: dict = {}
         for item in record.history.item:
-            key = item.key or "/".join(item.nested_key)
-            row[key] = json.loads(item.value_json) if item.value_json else None
+            value = json.loads(item.value_json) if item.value_json else None
+            names = [item.key] if item.key else list(item.nested_key)
+            target = row
+            for name in names[:-1]:
+                target = target.setdefault(name, {})
+            target[names[-1]] = value
         rows.append(row)
     return rows
 
@@ -80,3 +90,52 @@ def read_history_keys(path: Path) -> tuple[set[str], set[int]]:
         if isinstance(row.get("trainer/global_step"), (int, float)):
             steps.add(int(row["trainer/global_step"]))
     return keys, steps
+
+
+def read_metric_definitions(path: Path) -> dict[str, dict]:
+    """Return the ``define_metric`` declarations, keyed by metric name or glob.
+
+    Each value contains ``step_metric``, ``step_sync`` and ``summary`` (the set
+    of summary kinds switched on, such as ``{"last"}``). A name declared
+    twice keeps its last declaration. Declarations that W&B derived from a
+    glob for one concrete key are skipped.
+    """
+    definitions = {}
+    for record in iter_records(path):
+        if record.WhichOneof("record_type") != "metric":
+            continue
+        metric = record.metric
+        if metric.expanded_from_glob:
+            continue
+        summary = {field.name for field, value in metric.summary.ListFields() if value is True}
+        definitions[metric.glob_name or metric.name] = {
+            "step_metric": metric.step_metric,
+            "step_sync": metric.options.step_sync,
+            "summary": summary,
+        }
+    return definitions
+
+
+def read_config(path: Path) -> dict:
+    """Return the run config: the one given to ``wandb.init`` updated by every later config record."""
+    config: dict = {}
+    for record in iter_records(path):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            items = record.run.config.update
+        elif kind == "config":
+            items = record.config.update
+        else:
+            continue
+        for item in items:
+            key = item.key or "/".join(item.nested_key)
+            config[key] = json.loads(item.value_json)
+    return config
+
+
+def read_run_info(path: Path) -> dict:
+    """Return the run's ``group`` and ``job_type`` as set in ``wandb.init``."""
+    for record in iter_records(path):
+        if record.WhichOneof("record_type") == "run":
+            return {"group": record.run.run_group, "job_type": record.run.job_type}
+    raise ValueError(f"{path} contains no run record")
