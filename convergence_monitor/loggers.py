@@ -42,7 +42,19 @@ class WandbLogger(_LightningWandbLogger):
     def __init__(self, *args, offline: bool | None = None, **kwargs):
         mode = ("offline" if offline else "online") if offline is not None else resolve_wandb_mode()
         self._resolved_mode = mode
+        self._failed = False
         super().__init__(*args, offline=mode == "offline", **kwargs)
+
+    def log_metrics(self, metrics, step=None) -> None:
+        # A W&B failure (no network, a crashed service process) must not stop training or the local table.
+        if self._failed:
+            return
+        try:
+            super().log_metrics(metrics, step)
+        except Exception as error:  # noqa: BLE001 - any W&B failure is reported once, then W&B is skipped
+            self._failed = True
+            log.error("W&B logging failed at step %s and is turned off for this run (%s: %s); "
+                      "alignment.csv and the other loggers are unaffected", step, type(error).__name__, error)
 
     @property
     def experiment(self):
