@@ -27,6 +27,13 @@ class MultiSeedModule(pl.LightningModule):
     The callback interface is ``seed_models()``: a mapping from seed label to
     a network that takes probe images and returns logits.
 
+    Under ``convergence_monitor.distributed.SeedPerRankStrategy`` each
+    process keeps only its share of the seeds (``shard_seeds``), and
+    ``seed_models()``, ``forward`` and the optimizer cover those seeds. Every
+    rank still logs ``<stage>/loss/seed_<s>`` and ``<stage>/acc/seed_<s>`` for
+    every seed of the run: the per-seed values are all-gathered each step,
+    so rank 0's loggers write the same curves as a one-process run.
+
     Args:
         arch: timm model name, or ``torchvision.<name>``.
         seeds: initialization seeds, one network each.
@@ -70,6 +77,9 @@ class MultiSeedModule(pl.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.save_hyperparameters()
         self.seeds = seeds
+        # Indices into self.seeds of the networks in self.models; all of them until shard_seeds().
+        self.seed_indices = list(range(len(seeds)))
+        self._shard: tuple[int, int] | None = None
         self._diverged_seeds: set[str] = set()
         self.models = nn.ModuleList(
             build_model(arch, num_classes=num_classes, in_chans=in_chans, seed=s, **(model_kwargs or {}))
@@ -78,7 +88,38 @@ class MultiSeedModule(pl.LightningModule):
 
     @property
     def seed_labels(self) -> list[str]:
-        return [str(s) for s in self.seeds]
+        """Labels of the seeds this process trains, in the order of ``self.models``."""
+        return [str(self.seeds[i]) for i in self.seed_indices]
+
+    def shard_seeds(self, rank: int, world_size: int) -> None:
+        """Keep only the networks that process ``rank`` of ``world_size`` trains: ``seeds[rank::world_size]``.
+
+        ``SeedPerRankStrategy`` calls this once the process group is up,
+        before optimizers are built. Every network was built in ``__init__``
+        from its own seed, so a kept network starts from the same weights as
+        in a one-process run. Calling it again with the same arguments does
+        nothing.
+        """
+        from .distributed import seed_indices_of_rank
+
+        if self._shard == (rank, world_size):
+            return
+        if self._shard is not None:
+            raise RuntimeError(
+                f"the seeds are already sharded for rank {self._shard[0]} of {self._shard[1]}; "
+                "create a new MultiSeedModule to train with another number of processes"
+            )
+        indices = seed_indices_of_rank(len(self.seeds), rank, world_size)
+        if not indices:
+            raise ValueError(
+                f"{world_size} processes need at least {world_size} seeds, got {len(self.seeds)} ({self.seeds}); "
+                "add seeds or use fewer devices"
+            )
+        # NOTE: every process builds every seed's network in __init__ and drops the others here,
+        # which costs CPU memory and start-up time for large models and many seeds.
+        self.models = nn.ModuleList(self.models[i] for i in indices)
+        self.seed_indices = indices
+        self._shard = (rank, world_size)
 
     def seed_models(self) -> Mapping[str, nn.Module]:
         """Return the networks to probe, keyed by seed label."""
@@ -101,21 +142,47 @@ class MultiSeedModule(pl.LightningModule):
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         total = 0.0
-        for label, model, (images, targets) in zip(self.seed_labels, self.models, self._per_seed_inputs(batch)):
+        per_seed = []
+        for model, (images, targets) in zip(self.models, self._per_seed_inputs(batch)):
             logits = model(images)
             loss = F.cross_entropy(logits, targets)
+            accuracy = (logits.argmax(dim=1) == targets).float().mean()
+            per_seed.append(torch.stack([loss.detach(), accuracy]))
+            total = total + loss
+
+        # Rows (loss, accuracy) for every seed of the run, so every rank logs every seed.
+        values = self._all_seed_values(torch.stack(per_seed))
+        on_step = stage == "train"
+        for label, (loss, accuracy) in zip(map(str, self.seeds), values):
             if stage == "train" and not torch.isfinite(loss) and label not in self._diverged_seeds:
                 # Seeds share no parameters, so one seed's NaN loss leaves the others' gradients finite.
                 self._diverged_seeds.add(label)
                 rank_zero_warn(f"seed {label}: training loss is {float(loss)} at step {self.global_step}; "
                                "the other seeds keep training and being measured")
-            accuracy = (logits.argmax(dim=1) == targets).float().mean()
-            on_step = stage == "train"
             self.log(f"{stage}/loss/seed_{label}", loss, on_step=on_step, on_epoch=not on_step)
             self.log(f"{stage}/acc/seed_{label}", accuracy, on_step=on_step, on_epoch=not on_step)
-            total = total + loss
-        self.log(f"{stage}/loss", total / len(self.models), on_step=stage == "train", on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/loss", values[:, 0].mean(), on_step=on_step, on_epoch=True, prog_bar=True)
         return total
+
+    def _all_seed_values(self, values: torch.Tensor) -> torch.Tensor:
+        """Return ``values`` (one row per local seed) for every seed of the run, gathered from every rank."""
+        if self._shard is None or self._shard[1] == 1:
+            return values
+        from .distributed import gather_seed_values
+
+        return gather_seed_values(values, self.seed_indices, len(self.seeds))
+
+    def on_train_start(self) -> None:
+        if self._shard is None or self.hparams.data_order != "per_seed":
+            return
+        # A sharded per-seed run needs batches holding this rank's seeds only, each drawn in its global order.
+        sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
+        drawn = getattr(sampler, "seed_indices", None)
+        if drawn is not None and list(drawn) != self.seed_indices:
+            raise ValueError(
+                f"rank {self._shard[0]} trains seed indices {self.seed_indices} but the training batches hold "
+                f"the orders of seed indices {list(drawn)}; use a MultiSeedDataModule, which draws this rank's seeds"
+            )
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
         return self._step(batch, "train")
