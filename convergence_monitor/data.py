@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, Sequence
 
 import numpy as np
 import pytorch_lightning as pl
@@ -45,14 +45,23 @@ class PerSeedBatchSampler(Sampler[list[int]]):
     With ``num_seeds=1`` it is an epoch-aware shuffling batch sampler. Seed ``i`` draws its order from ``numpy.random.default_rng((base_seed, i, epoch))``,
     so each seed's order is reproducible and independent of the others.
     Lightning calls ``set_epoch`` at the start of every epoch.
+
+    ``seed_indices`` restricts the batches to some of the seeds (a process
+    that trains only those, see ``convergence_monitor.distributed``); each
+    keeps the order it has among all ``num_seeds``.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, num_seeds: int, base_seed: int = 0, drop_last: bool = True):
+    def __init__(self, num_samples: int, batch_size: int, num_seeds: int, base_seed: int = 0, drop_last: bool = True,
+                 seed_indices: Sequence[int] | None = None):
         if num_samples < batch_size:
             raise ValueError(f"per-seed batches need at least batch_size={batch_size} samples, got {num_samples}")
+        seed_indices = list(range(num_seeds)) if seed_indices is None else [int(i) for i in seed_indices]
+        if not seed_indices or not all(0 <= i < num_seeds for i in seed_indices):
+            raise ValueError(f"seed_indices must be non-empty and in [0, {num_seeds}), got {seed_indices}")
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.num_seeds = num_seeds
+        self.seed_indices = seed_indices
         self.base_seed = base_seed
         self.drop_last = drop_last
         self.epoch = 0
@@ -68,7 +77,7 @@ class PerSeedBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         orders = [
             np.random.default_rng((self.base_seed, seed, self.epoch)).permutation(self.num_samples)
-            for seed in range(self.num_seeds)
+            for seed in self.seed_indices
         ]
         for b in range(len(self)):
             start, stop = b * self.batch_size, (b + 1) * self.batch_size
@@ -142,8 +151,13 @@ class MultiSeedDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "setup() must run before train_dataloader()"
         # Shared order is one stream for all seeds. Orders depend on (split_seed, epoch) only, so a run
         # resumed at an epoch boundary sees the same batches as an uninterrupted one.
+        # Under SeedPerRankStrategy a per-seed batch holds only this rank's seeds.
+        from .distributed import local_seed_indices
+
         streams = self.num_seeds if self.data_order == "per_seed" else 1
-        sampler = PerSeedBatchSampler(len(self.train_set), self.batch_size, streams, self.split_seed)
+        seed_indices = local_seed_indices(self.trainer, self.num_seeds) if self.data_order == "per_seed" else None
+        sampler = PerSeedBatchSampler(len(self.train_set), self.batch_size, streams, self.split_seed,
+                                      seed_indices=seed_indices)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
