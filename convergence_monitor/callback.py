@@ -215,8 +215,10 @@ class ConvergenceCallback(Callback):
         if not callable(method):
             raise TypeError(f"{type(pl_module).__name__} has no seed_models() method. {SEED_INTERFACE_HELP}")
         models = dict(method())
-        if len(models) < 2:
-            raise ValueError(f"alignment needs at least 2 seeds, {type(pl_module).__name__} has {len(models)}")
+        # Under SeedPerRankStrategy a process holds only its share of the run's seeds.
+        seeds = getattr(pl_module, "hparams", {}).get("seeds", models)
+        if len(seeds) < 2:
+            raise ValueError(f"alignment needs at least 2 seeds, {type(pl_module).__name__} has {len(seeds)}")
         return {str(label): model for label, model in models.items()}
 
     def _build_id_probe(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> ProbeSet:
@@ -324,11 +326,13 @@ class ConvergenceCallback(Callback):
                            "(probe set, layer) combinations; dead units count as correlation 0")
         if step not in self.done_steps:
             self._probe(trainer, pl_module, final=True)
-        elif self.null_draws and step not in self._null_steps and trainer.is_global_zero and self._table:
+        elif self.null_draws and step not in self._null_steps:
+            # Every rank runs this branch because _null_rows gathers features across ranks.
             seed_models = self._seed_models(pl_module)
             with threadpool_limits(self.blas_threads):
-                rows = self._null_rows(seed_models, step, step / self.steps_per_epoch)
-            self._table.append(rows)
+                rows = self._null_rows(trainer, seed_models, step, step / self.steps_per_epoch)
+            if self._table is not None:
+                self._table.append(rows)
         if trainer.is_global_zero and len(self.probe_sets) > 1:
             trend = self._write_shift_summary(step)
             log_to_all(trainer.loggers, trend, step)
@@ -395,6 +399,9 @@ class ConvergenceCallback(Callback):
             features, accuracy = self._capture(probe, seed_models)
             features, accuracy = self._gather(trainer, features, accuracy)
             self.timings["forward_s"] += time.perf_counter() - started
+            if not trainer.is_global_zero:
+                # Only rank 0 writes the tables and its loggers, so the other ranks skip scoring.
+                continue
 
             started = time.perf_counter()
             metrics = self.metrics if probe.name == ID_PROBE else self.shift_metrics
@@ -422,7 +429,7 @@ class ConvergenceCallback(Callback):
 
         if final and self.null_draws:
             with threadpool_limits(self.blas_threads):
-                rows.extend(self._null_rows(seed_models, step, epoch))
+                rows.extend(self._null_rows(trainer, seed_models, step, epoch))
 
         self.done_steps.append(step)
         self._last_logged = logged
@@ -530,10 +537,13 @@ class ConvergenceCallback(Callback):
                 logged[f"probe_acc/{probe.name}/seed_{label}"] = accuracy[label]
         return rows
 
-    def _null_rows(self, seed_models, step: int, epoch: float) -> list[dict]:
+    def _null_rows(self, trainer: pl.Trainer, seed_models, step: int, epoch: float) -> list[dict]:
         self._null_steps.add(step)
         probe = self.probe_sets[0]
         features, _ = self._capture(probe, seed_models)
+        features, _ = self._gather(trainer, features, {})
+        if not trainer.is_global_zero:
+            return []
         rows = []
         for depth, layer in enumerate(self.layers):
             healthy = self._healthy_seeds(probe.name, layer, features, step)
