@@ -204,7 +204,7 @@ class ConvergenceCallback(Callback):
 
             self._panels = panels_for_loggers(trainer.loggers, self, pl_module)
         rank_zero_info(
-            f"ConvergenceCallback: {len(seed_models)} seeds, {len(self.layers)} layers, "
+            f"ConvergenceCallback: {len(pl_module.hparams.get('seeds', seed_models))} seeds, {len(self.layers)} layers, "
             f"{len(self.probe_sets)} probe sets ({', '.join(p.name for p in self.probe_sets)}), "
             f"metrics {', '.join(self.metrics)}; table {self.run_dir / 'alignment.csv'}"
         )
