@@ -92,6 +92,11 @@ class ConvergenceCallback(Callback):
             each out-of-distribution probe set (``None``: all). The
             in-distribution probe order is already random, so this is a
             random subset, the same at every step.
+        shift_schedule: when the out-of-distribution probe sets are scored:
+            ``every`` probe step, or only the ``final`` one, which makes a
+            large battery of severities affordable when only the final drop
+            is needed. NOTE: with ``final``, a run that stops early exactly
+            on an intermediate probe step gets no shift scores.
         batch_size: probe forward-pass batch size.
         frechet_layer: layer whose features give the Fréchet shift distance
             (``None``: the first chosen layer).
@@ -121,6 +126,7 @@ class ConvergenceCallback(Callback):
         null_kinds: Sequence[str] = NULL_KINDS,
         shift_metrics: Sequence[str] | None = None,
         shift_probe_size: int | None = None,
+        shift_schedule: str = "every",
         batch_size: int = 250,
         frechet_layer: str | None = None,
         blas_threads: int | None = 1,
@@ -139,6 +145,8 @@ class ConvergenceCallback(Callback):
             raise ValueError(f"shift_metrics {list(shift_metrics)} must be a subset of metrics {list(metrics)}")
         if shift_probe_size is not None and shift_probe_size < folds:
             raise ValueError(f"shift_probe_size={shift_probe_size} must be at least folds={folds}")
+        if shift_schedule not in ("every", "final"):
+            raise ValueError(f"shift_schedule must be 'every' or 'final', got {shift_schedule!r}")
         if folds < 2:
             raise ValueError(f"folds must be at least 2, got {folds}")
         if probe_size < folds:
@@ -166,6 +174,7 @@ class ConvergenceCallback(Callback):
         self.null_kinds = tuple(null_kinds)
         self.shift_metrics = tuple(shift_metrics) if shift_metrics is not None else self.metrics
         self.shift_probe_size = shift_probe_size
+        self.shift_schedule = shift_schedule
         self.batch_size = batch_size
         self.frechet_layer = frechet_layer
         self.blas_threads = blas_threads
@@ -394,7 +403,8 @@ class ConvergenceCallback(Callback):
         id_accuracy: dict[str, float] = {}
         id_frechet_features: dict[str, torch.Tensor] = {}
 
-        for probe in self.probe_sets:
+        probe_sets = self.probe_sets if final or self.shift_schedule == "every" else self.probe_sets[:1]
+        for probe in probe_sets:
             started = time.perf_counter()
             features, accuracy = self._capture(probe, seed_models)
             features, accuracy = self._gather(trainer, features, accuracy)

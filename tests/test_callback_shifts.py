@@ -104,3 +104,32 @@ def test_accuracy_drop_uses_each_probe_sets_labels(tmp_path, data):
 def test_shift_metrics_must_be_subset():
     with pytest.raises(ValueError, match="must be a subset of metrics"):
         ConvergenceCallback(metrics=["procrustes"], shift_metrics=["linear_cka"])
+
+
+def test_final_shift_schedule_scores_last_step_only(tmp_path, data):
+    spec = {"families": ["gaussian_noise"], "severities": [4], "natural": []}
+    callback = ConvergenceCallback(layers=LAYERS, metrics=METRICS, shift_probes=spec, first_epoch_points=2,
+                                   shift_schedule="final")
+    trainer, _ = _fit(tmp_path, callback, data, max_steps=3)
+    run_dir = Path(trainer.log_dir)
+
+    rows = _rows(run_dir / "alignment.csv")
+    probes_by_step = {}
+    for row in rows:
+        probes_by_step.setdefault(int(row["step"]), set()).add(row["probe"])
+    assert len(probes_by_step) >= 3
+    assert max(probes_by_step) == 3
+    for step in sorted(probes_by_step)[:-1]:
+        assert probes_by_step[step] == {"id"}
+    assert probes_by_step[3] == {"id", "gaussian_noise-4"}
+
+    summary = _rows(run_dir / "shift_summary.csv")
+    assert len(summary) == len(LAYERS) * len(METRICS)
+    assert all(math.isfinite(float(row["drop"])) for row in summary)
+    stats = _rows(run_dir / "probe_stats.csv")
+    assert {int(r["step"]) for r in stats if r["probe"] == "gaussian_noise-4"} == {3}
+
+
+def test_shift_schedule_rejects_unknown_value():
+    with pytest.raises(ValueError, match="shift_schedule"):
+        ConvergenceCallback(shift_schedule="sometimes")
