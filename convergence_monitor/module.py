@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Literal, Mapping, Sequence
 
 import pytorch_lightning as pl
@@ -120,6 +121,12 @@ class MultiSeedModule(pl.LightningModule):
         self.models = nn.ModuleList(self.models[i] for i in indices)
         self.seed_indices = indices
         self._shard = (rank, world_size)
+
+        # Lightning suggests sync_dist=True for epoch-level values in a distributed run. These values are
+        # gathered per seed already, and averaging them across ranks would not change them.
+        warnings.filterwarnings(
+            "ignore", message=r"It is recommended to use `self.log\('(train|val)/(loss|acc)[/']", category=UserWarning
+        )
 
     def seed_models(self) -> Mapping[str, nn.Module]:
         """Return the networks to probe, keyed by seed label."""
