@@ -2,6 +2,7 @@
 
 from .callback import ConvergenceCallback  # noqa: F401
 from .data import CIFAR10DataModule, ImageFolderDataModule, MNISTDataModule, MultiSeedDataModule
+from .distributed import SeedPerRankStrategy
 from .loggers import WandbLogger
 from .module import MultiSeedModule
 from .probes import ProbeSet
@@ -16,6 +17,7 @@ __all__ = [
     "MultiSeedModule",
     "ProbeSchedule",
     "ProbeSet",
+    "SeedPerRankStrategy",
     "WandbLogger",
 ]
 
