@@ -1,0 +1,236 @@
+"""Measure what ConvergenceCallback costs a training run, as ratios measured side by side.
+
+    python bench/overhead.py              # (a) probe step / training step, (b) 2-epoch run with / without
+    python bench/overhead.py --quick      # fewer repeats and a 2 × 50-step run for (b)
+    python bench/overhead.py --mnist-job  # also the default MNIST job with / without (several minutes)
+
+(a) One probe step (1,000 MNIST probe images, 4 resnet10t seeds, default
+layers, the five default metrics, 5 folds) divided by one training step of
+the same 4 seeds, batch 64. Both run in one Trainer: after every
+``--train-between`` training steps the callback's ``_probe`` runs once, so
+probe and training steps interleave. The ratio per probe is the probe time
+over the median of the training steps just before it; the figure is the
+median over probes. ``callback.timings`` splits the probe time into forward
+passes and metric time.
+
+(b) Wall time of ``trainer.fit`` for 2 epochs of 400 steps on synthetic
+32 × 32 images with ``ConvergenceCallback()`` at its default schedule,
+divided by the same run without it. Runs alternate (without, with, without,
+with, ...) and the figure is the median of the per-pair ratios. Before the
+runs, the script prints an estimate from (a): 1 + probe steps × the (a)
+ratio / training steps.
+
+(c) With ``--mnist-job``: the default job (configs/mnist.yaml, shift probe
+sets included) with and without ConvergenceCallback, as fresh subprocesses
+of train/multiseed.py with a CSVLogger in place of TensorBoard and W&B.
+
+Only CPU runs were measured. Each figure is printed with the load average
+beside it, because other processes on a small machine change absolute times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import SyntheticDataModule, load_average, median, print_machine, quiet_lightning  # noqa: E402
+
+from convergence_monitor import ConvergenceCallback, MNISTDataModule, MultiSeedModule  # noqa: E402
+from convergence_monitor.schedule import ProbeSchedule  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+SEEDS = [0, 1, 2, 3]
+
+
+def make_trainer(root: str, callbacks: list, **kwargs) -> pl.Trainer:
+    return pl.Trainer(
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root,
+        callbacks=callbacks, **kwargs,
+    )
+
+
+class InterleavedProbes(pl.Callback):
+    """Time every training step, and run the convergence callback's probe after every ``every`` steps.
+
+    The convergence callback is not registered with the Trainer, so its own
+    schedule never fires. This callback calls its ``setup`` and ``_probe``.
+    """
+
+    def __init__(self, convergence: ConvergenceCallback, every: int, warmup: int):
+        self.convergence = convergence
+        self.every = every
+        self.warmup = warmup
+        self.train_seconds: list[float] = []
+        self.records: list[dict] = []
+        self._started = 0.0
+
+    def setup(self, trainer, pl_module, stage):
+        self.convergence.setup(trainer, pl_module, stage)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.train_seconds.append(time.perf_counter() - self._started)
+        step = len(self.train_seconds)
+        if step < self.warmup or step % self.every:
+            return
+
+        timings = dict(self.convergence.timings)
+        started = time.perf_counter()
+        self.convergence._probe(trainer, pl_module, final=False)
+        probe_seconds = time.perf_counter() - started
+
+        # Compare with the training steps since the previous probe, never with the first (warm-up) steps.
+        recent = self.train_seconds[-self.every:]
+        self.records.append({
+            "probe_s": probe_seconds,
+            "train_s": median(recent),
+            "forward_s": self.convergence.timings["forward_s"] - timings["forward_s"],
+            "metrics_s": self.convergence.timings["metrics_s"] - timings["metrics_s"],
+            "load": load_average(),
+        })
+
+
+def probe_versus_train(probes: int, every: int) -> float:
+    print(f"\n(a) one probe step / one training step (4 seeds of resnet10t, MNIST, batch 64, "
+          f"probe every {every} training steps, {probes} probes)")
+    convergence = ConvergenceCallback()
+    interleaved = InterleavedProbes(convergence, every=every, warmup=every)
+    module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10)
+    data = MNISTDataModule(num_seeds=len(SEEDS), batch_size=64)
+    with tempfile.TemporaryDirectory() as root:
+        trainer = make_trainer(root, [interleaved], max_steps=every * probes, max_epochs=-1)
+        trainer.fit(module, datamodule=data)
+
+    print(f"    probe set: {len(convergence.probe_sets[0])} images, {len(convergence.layers)} layers, "
+          f"metrics {', '.join(convergence.metrics)}, {convergence.folds} folds")
+    ratios = []
+    for index, record in enumerate(interleaved.records, start=1):
+        ratio = record["probe_s"] / record["train_s"]
+        ratios.append(ratio)
+        print(f"    probe {index}: probe {record['probe_s']:.2f} s (forward {record['forward_s']:.2f} s, "
+              f"metrics {record['metrics_s']:.2f} s), training step {record['train_s']:.3f} s, "
+              f"ratio {ratio:.1f}, load {record['load']}")
+    forward = median([r["forward_s"] for r in interleaved.records])
+    metrics = median([r["metrics_s"] for r in interleaved.records])
+    print(f"    median ratio {median(ratios):.1f} (target <= 5); median split: forward {forward:.2f} s "
+          f"({forward / (forward + metrics):.0%}), metrics {metrics:.2f} s ({metrics / (forward + metrics):.0%}); "
+          f"load {load_average()}")
+    return median(ratios)
+
+
+def timed_fit(steps_per_epoch: int, with_callback: bool) -> tuple[float, int]:
+    """Return the wall time of a 2-epoch fit on synthetic data and the number of probe steps."""
+    module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10)
+    data = SyntheticDataModule(steps_per_epoch=steps_per_epoch, size=32, num_seeds=len(SEEDS), batch_size=64)
+    data.setup("fit")
+    callbacks = [ConvergenceCallback()] if with_callback else []
+    with tempfile.TemporaryDirectory() as root:
+        trainer = make_trainer(root, callbacks, max_epochs=2)
+        started = time.perf_counter()
+        trainer.fit(module, datamodule=data)
+        seconds = time.perf_counter() - started
+    probes = callbacks[0].timings["probe_steps"] if callbacks else 0
+    return seconds, probes
+
+
+def project_run_ratio(steps_per_epoch: int, probe_ratio: float) -> None:
+    # An estimate, not a measurement: probe steps times the probe/training cost ratio from (a), over all steps.
+    total = 2 * steps_per_epoch
+    probes = len(ProbeSchedule().steps(steps_per_epoch, total))
+    print(f"\n(b) estimate from (a): the default schedule probes {probes} times in 2 x {steps_per_epoch} steps, "
+          f"so the run ratio is about 1 + {probes} x {probe_ratio:.1f} / {total} = "
+          f"{1 + probes * probe_ratio / total:.2f}")
+
+
+def run_with_versus_without(steps_per_epoch: int, pairs: int) -> None:
+    print(f"\n(b) 2-epoch run with ConvergenceCallback() / without (4 seeds of resnet10t, synthetic 32 x 32, "
+          f"batch 64, {steps_per_epoch} steps per epoch, {pairs} alternating pairs)")
+    ratios = []
+    for index in range(1, pairs + 1):
+        without, _ = timed_fit(steps_per_epoch, with_callback=False)
+        with_, probes = timed_fit(steps_per_epoch, with_callback=True)
+        ratios.append(with_ / without)
+        print(f"    pair {index}: without {without:.1f} s, with {with_:.1f} s ({probes} probe steps), "
+              f"ratio {ratios[-1]:.3f}, load {load_average()}")
+    print(f"    median ratio {median(ratios):.3f} (target <= 1.10); load {load_average()}")
+
+
+def mnist_job(with_callback: bool, root: str, torch_threads: int | None) -> float:
+    """Run train/multiseed.py in a fresh process and return its wall time."""
+    callbacks = ("[{class_path: pytorch_lightning.callbacks.LearningRateMonitor, "
+                 "init_args: {logging_interval: step}}]")
+    arguments = [
+        sys.executable, str(ROOT / "train" / "multiseed.py"),
+        "--trainer.logger", "{class_path: pytorch_lightning.loggers.CSVLogger, init_args: {save_dir: " + root + "}}",
+        "--trainer.default_root_dir", root,
+        "--trainer.enable_checkpointing", "false",
+    ]
+    if torch_threads is not None:
+        # The CLI has no thread option, so the child sets it from the environment OpenMP reads.
+        environment = {**os.environ, "OMP_NUM_THREADS": str(torch_threads)}
+    else:
+        environment = None
+    if not with_callback:
+        arguments += ["--trainer.callbacks", callbacks]
+    started = time.perf_counter()
+    subprocess.run(arguments, check=True, cwd=ROOT, env=environment, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def mnist_with_versus_without(pairs: int, torch_threads: int | None) -> None:
+    print(f"\n(c) default MNIST job (configs/mnist.yaml, CSVLogger) with ConvergenceCallback / without, "
+          f"{pairs} alternating pairs")
+    ratios = []
+    for index in range(1, pairs + 1):
+        with tempfile.TemporaryDirectory() as root:
+            without = mnist_job(False, root, torch_threads)
+        with tempfile.TemporaryDirectory() as root:
+            with_ = mnist_job(True, root, torch_threads)
+        ratios.append(with_ / without)
+        print(f"    pair {index}: without {without:.0f} s, with {with_:.0f} s, ratio {ratios[-1]:.2f}, "
+              f"load {load_average()}")
+    print(f"    median ratio {median(ratios):.2f}; load {load_average()}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 probes for (a), 2 × 50 steps and 1 pair for (b)")
+    parser.add_argument("--probes", type=int, default=7, help="interleaved probe steps in (a)")
+    parser.add_argument("--train-between", type=int, default=5, help="training steps between probes in (a)")
+    parser.add_argument("--pairs", type=int, default=3, help="with/without pairs in (b)")
+    parser.add_argument("--skip-run", action="store_true", help="measure (a) and print the estimate for (b) without running (b)")
+    parser.add_argument("--mnist-job", action="store_true", help="also time the default MNIST job (c)")
+    parser.add_argument("--mnist-pairs", type=int, default=1, help="with/without pairs in (c)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="torch intra-op threads for training and probe forward passes (default: torch's own)")
+    arguments = parser.parse_args()
+    if arguments.torch_threads is not None:
+        torch.set_num_threads(arguments.torch_threads)
+    quiet_lightning()
+    print_machine()
+    print(f"torch threads for this run: {torch.get_num_threads()}")
+
+    probes, steps_per_epoch, pairs = (3, 50, 1) if arguments.quick else (arguments.probes, 400, arguments.pairs)
+    probe_ratio = probe_versus_train(probes=probes, every=arguments.train_between)
+    project_run_ratio(steps_per_epoch, probe_ratio)
+    if not arguments.skip_run:
+        run_with_versus_without(steps_per_epoch=steps_per_epoch, pairs=pairs)
+    if arguments.mnist_job:
+        mnist_with_versus_without(arguments.mnist_pairs, arguments.torch_threads)
+
+
+if __name__ == "__main__":
+    main()
