@@ -24,6 +24,11 @@ ratio / training steps.
 sets included) with and without ConvergenceCallback, as fresh subprocesses
 of train/multiseed.py with a CSVLogger in place of TensorBoard and W&B.
 
+(d) With ``--per-metric``, and in place of (a) to (c): the time of
+``score_pairs`` for each default metric on the pre-logits layer (512
+units) of 4 untrained seeds on the probe set, each metric's share of
+their sum.
+
 Only CPU runs were measured. Each figure is printed with the load average
 beside it, because other processes on a small machine change absolute times.
 """
@@ -36,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -205,6 +211,38 @@ def mnist_with_versus_without(pairs: int, torch_threads: int | None) -> None:
     print(f"    median ratio {median(ratios):.2f}; load {load_average()}")
 
 
+def metric_split(repeats: int) -> None:
+    """Time ``score_pairs`` per metric on the widest default layer of 4 untrained seeds, metrics interleaved."""
+    from threadpoolctl import threadpool_limits
+
+    from convergence_monitor import alignment
+    from convergence_monitor.callback import DEFAULT_METRICS
+    from convergence_monitor.capture import capture_features, default_layers
+
+    module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10)
+    data = MNISTDataModule(num_seeds=len(SEEDS))
+    images = torch.cat([batch[0] for batch in data.probe_dataloader()])
+    layer = "pre_logits"
+    features = {}
+    for label, model in module.seed_models().items():
+        captured, _ = capture_features(model, images, default_layers(model), max_units=4096)
+        features[label] = captured[layer]
+    print(f"\n(d) score_pairs time per metric: layer {layer} ({features['0'].shape[1]} units), "
+          f"{images.shape[0]} probe images, 4 untrained seeds (6 pairs), 5 folds, BLAS 1 thread, {repeats} repeats")
+    seconds = {name: [] for name in DEFAULT_METRICS}
+    warnings.filterwarnings("ignore", category=alignment.DeadUnitWarning)
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            for name in DEFAULT_METRICS:
+                started = time.perf_counter()
+                alignment.score_pairs(features, [name], folds=5, seed=0)
+                seconds[name].append(time.perf_counter() - started)
+    total = sum(median(values) for values in seconds.values())
+    for name, values in seconds.items():
+        print(f"    {name}: {median(values):.2f} s ({median(values) / total:.0%})")
+    print(f"    sum {total:.2f} s; load {load_average()}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 probes for (a), 2 × 50 steps and 1 pair for (b)")
@@ -212,6 +250,8 @@ def main() -> None:
     parser.add_argument("--train-between", type=int, default=5, help="training steps between probes in (a)")
     parser.add_argument("--pairs", type=int, default=3, help="with/without pairs in (b)")
     parser.add_argument("--skip-run", action="store_true", help="measure (a) and print the estimate for (b) without running (b)")
+    parser.add_argument("--per-metric", action="store_true",
+                        help="time each metric on one layer (d) instead of (a) and (b)")
     parser.add_argument("--mnist-job", action="store_true", help="also time the default MNIST job (c)")
     parser.add_argument("--mnist-pairs", type=int, default=1, help="with/without pairs in (c)")
     parser.add_argument("--torch-threads", type=int, default=None,
@@ -223,6 +263,9 @@ def main() -> None:
     print_machine()
     print(f"torch threads for this run: {torch.get_num_threads()}")
 
+    if arguments.per_metric:
+        metric_split(repeats=2 if arguments.quick else 3)
+        return
     probes, steps_per_epoch, pairs = (3, 50, 1) if arguments.quick else (arguments.probes, 400, arguments.pairs)
     probe_ratio = probe_versus_train(probes=probes, every=arguments.train_between)
     project_run_ratio(steps_per_epoch, probe_ratio)
