@@ -123,7 +123,7 @@ def test_score_pairs_names_seed_in_dead_unit_warning():
         score_pairs(features, ["procrustes"], context="layer 'fc'")
 
 
-def test_units_dead_on_either_side_of_fold_give_nan():
+def test_no_live_unit_on_fold_gives_nan():
     from convergence_monitor.alignment import make_folds
 
     # On fold 1, unit 0 is dead on the training samples and unit 1 on the
