@@ -192,6 +192,7 @@ class ConvergenceCallback(Callback):
         self._bad_seeds: set[tuple[str, str]] = set()
         self._null_steps: set[int] = set()
         self.dead_unit_warnings: dict[tuple[str, str], int] = {}
+        self._dead_unit_layers_shown: set[str] = set()
         self._panels: list = []
         self._last_logged: dict[str, float] = {}
 
@@ -512,9 +513,10 @@ class ConvergenceCallback(Callback):
             if issubclass(record.category, alignment.DeadUnitWarning):
                 key = (probe, layer)
                 self.dead_unit_warnings[key] = self.dead_unit_warnings.get(key, 0) + 1
-                if self.dead_unit_warnings[key] == 1:
-                    rank_zero_warn(f"{record.message} (later dead-unit warnings for this layer are only counted)",
-                                   category=alignment.DeadUnitWarning)
+                if layer not in self._dead_unit_layers_shown:
+                    self._dead_unit_layers_shown.add(layer)
+                    rank_zero_warn(f"{record.message} (later dead-unit warnings for this layer, on any probe set, "
+                                   "are only counted)", category=alignment.DeadUnitWarning)
             else:
                 rank_zero_warn(str(record.message), category=record.category)
 
