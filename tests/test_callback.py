@@ -199,3 +199,22 @@ def test_wandb_offline_run_holds_the_same_keys(isolated_home, small_data, caplog
                 for metric in ("procrustes", "linear_cka")}
     assert expected <= keys
     assert {0, 1, 2} <= steps
+
+
+@pytest.mark.slow
+def test_bare_callback_uses_defaults(tmp_path, small_data, caplog):
+    from pytorch_lightning.callbacks import LearningRateMonitor
+
+    callback = ConvergenceCallback()
+    with caplog.at_level("INFO"):
+        trainer = _trainer(tmp_path, [callback, LearningRateMonitor(logging_interval="step")], max_steps=1,
+                           log_every_n_steps=1)
+        trainer.fit(MultiSeedModule(seeds=[0, 1]), datamodule=small_data)
+    assert "MNISTDataModule.probe_dataloader()" in caplog.text
+    rows = _read_rows(Path(trainer.log_dir) / "alignment.csv")
+    assert len({r["layer"] for r in rows}) == 12
+    assert {r["metric"] for r in rows} == set(DEFAULT_METRICS)
+    assert {int(r["step"]) for r in rows} == {0, 1}
+    with (Path(trainer.log_dir) / "metrics.csv").open() as handle:
+        header = handle.readline()
+    assert "lr-SGD/seed_0" in header and "lr-SGD/seed_1" in header
