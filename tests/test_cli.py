@@ -80,3 +80,64 @@ def test_multiseed_script_unknown_layer_fails_at_start(tmp_path):
     result = _run(tmp_path, "--config", str(REPO / "configs" / "mnist.yaml"), "--config", "tiny.yaml")
     assert result.returncode != 0
     assert "layer 'conv9' not found" in result.stderr
+
+
+CIFAR_RUNNER = """
+import sys
+from unittest import mock
+
+sys.path.insert(0, {train!r})
+import multiseed
+
+# Files written by the test cannot match torchvision's published checksums.
+with mock.patch("torchvision.datasets.cifar.check_integrity", lambda *args, **kwargs: True):
+    multiseed.main(sys.argv[1:])
+"""
+
+CIFAR_TINY = """
+trainer:
+  max_steps: 2
+  limit_val_batches: 1
+model:
+  arch: resnet10t
+  seeds: [0, 1]
+  model_kwargs:
+    channels: [16, 32, 64, 128]
+data:
+  class_path: convergence_monitor.CIFAR10DataModule
+  init_args:
+    root: {root}
+    batch_size: 8
+    probe_size: 20
+    num_workers: 0
+"""
+
+
+@pytest.mark.slow
+def test_cifar10_config_runs_on_small_files(tmp_path):
+    import pickle
+
+    import numpy as np
+
+    folder = tmp_path / "cifar" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, count in [*((f"data_batch_{i}", 16) for i in range(1, 6)), ("test_batch", 40)]:
+        batch = {"data": rng.integers(0, 256, (count, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, count).tolist()}
+        (folder / name).write_bytes(pickle.dumps(batch))
+    (folder / "batches.meta").write_bytes(pickle.dumps({"label_names": [str(i) for i in range(10)]}))
+    (tmp_path / "runner.py").write_text(CIFAR_RUNNER.format(train=str(REPO / "train")))
+    (tmp_path / "tiny.yaml").write_text(CIFAR_TINY.format(root=tmp_path / "cifar"))
+
+    env = dict(os.environ, HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
+               WANDB_MODE="offline")
+    result = subprocess.run([sys.executable, "runner.py", "--config", str(REPO / "configs" / "cifar10.yaml"),
+                             "--config", "tiny.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_dir = Path(result.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
+    with (run_dir / "alignment.csv").open(newline="") as handle:
+        probes = {row["probe"] for row in csv.DictReader(handle)}
+    assert probes == {"id", "gaussian_noise-2", "gaussian_noise-4", "defocus_blur-2", "defocus_blur-4",
+                      "contrast-2", "contrast-4"}
