@@ -41,6 +41,8 @@ class WandbLogger(_LightningWandbLogger):
 
     def __init__(self, *args, offline: bool | None = None, **kwargs):
         mode = ("offline" if offline else "online") if offline is not None else resolve_wandb_mode()
+        if mode == "dryrun":  # the older name of offline mode, which Lightning itself sets
+            mode = "offline"
         self._resolved_mode = mode
         self._failed = False
         super().__init__(*args, offline=mode == "offline", **kwargs)
