@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from pytorch_lightning.cli import LightningCLI
+from pytorch_lightning.loggers import WandbLogger
 
 from convergence_monitor import MultiSeedDataModule, MultiSeedModule
 
@@ -44,6 +45,11 @@ def main(args: list[str] | None = None) -> Path:
         save_config_kwargs={"overwrite": True},
     )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    # Close W&B runs now: W&B prints its sync hint when a run closes, and the run directory must be the last line.
+    for logger in cli.trainer.loggers:
+        if isinstance(logger, WandbLogger) and logger._experiment is not None:
+            logger.experiment.finish()
     run_dir = Path(cli.trainer.log_dir or cli.trainer.default_root_dir).resolve()
     print(f"run directory: {run_dir}")
     return run_dir
