@@ -103,7 +103,7 @@ class ConvergenceCallback(Callback):
         blas_threads: BLAS threads for the metric round (``None``: leave the
             library default). One thread is the default because OpenBLAS
             threads competing with PyTorch's OpenMP threads made the round
-            6× slower on a 2-core machine (see docs/benchmarks.md).
+            2 to 20 times slower on a 2-core machine (bench/blas_threads.py).
     """
 
     def __init__(
