@@ -33,7 +33,7 @@ def resolve_wandb_mode() -> str:
 
 
 class WandbLogger(_LightningWandbLogger):
-    """Lightning's ``WandbLogger``, offline unless credentials exist or ``WANDB_MODE`` says otherwise.
+    """Lightning's ``WandbLogger``, offline unless credentials exist or ``WANDB_MODE`` requests another mode.
 
     An offline run is written under ``<save_dir>/wandb/offline-run-*``; upload
     it later with ``wandb sync <that directory>``. One log line names it.

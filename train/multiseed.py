@@ -6,7 +6,7 @@
 
 Every option of the module, the datamodule, the trainer and its callbacks
 can be set from YAML or the command line (``--help`` lists them). The last
-line printed names the run directory, which holds ``alignment.csv``.
+line printed names the run directory, which contains ``alignment.csv``.
 """
 
 from __future__ import annotations
