@@ -1,0 +1,48 @@
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
+
+from findings_analysis import pooled_null, t_interval  # noqa: E402
+
+
+def _draws(observed_by_pair: dict, nulls_by_pair: dict, layer: str = "pre_logits") -> pd.DataFrame:
+    rows = []
+    for pair, observed in observed_by_pair.items():
+        for draw, value in enumerate(nulls_by_pair[pair]):
+            rows.append({"layer": layer, "depth": 0, "seed_a": pair[0], "seed_b": pair[1], "draw": draw,
+                         "observed": observed, "null": value})
+    return pd.DataFrame(rows)
+
+
+def test_pooled_null_counts_all_pairs_draws():
+    rng = np.random.default_rng(0)
+    pairs = [("0", "1"), ("0", "2"), ("1", "2")]
+    nulls = {pair: rng.uniform(0.0, 0.5, size=34) for pair in pairs}
+    result = pooled_null(_draws({pair: 0.9 for pair in pairs}, nulls)).iloc[0]
+    assert result["pooled_draws"] == 102
+    assert result["p_mean"] == pytest.approx(1 / 103)
+    assert result["p_pair_max"] == pytest.approx(1 / 103)
+    assert bool(result["s2_holds"])
+
+
+def test_pooled_null_p_pair_max_uses_worst_pair():
+    pairs = [("0", "1"), ("0", "2")]
+    nulls = {pair: np.linspace(0.0, 1.0, 10) for pair in pairs}
+    # Pair (0, 2) scores 0.45: the 5 pooled draws per pair at 0.56 or above beat it, 10 in all.
+    result = pooled_null(_draws({("0", "1"): 2.0, ("0", "2"): 0.45}, nulls)).iloc[0]
+    pooled = np.concatenate(list(nulls.values()))
+    assert result["p_pair_max"] == pytest.approx((1 + (pooled >= 0.45).sum()) / 21)
+    assert result["p_mean"] == pytest.approx((1 + (pooled >= (2.0 + 0.45) / 2).sum()) / 21)
+    assert not bool(result["s2_holds"])
+
+
+def test_t_interval_contains_mean_and_ignores_nan():
+    mean, low, high = t_interval(np.array([1.0, 2.0, 3.0, np.nan]))
+    assert mean == pytest.approx(2.0)
+    assert low < mean < high
+    assert high - mean == pytest.approx(mean - low)
