@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
-from findings_analysis import pooled_null, t_interval  # noqa: E402
+from findings_analysis import pooled_null, seed_bootstrap_interval, t_interval  # noqa: E402
 
 
 def _draws(observed_by_pair: dict, nulls_by_pair: dict, layer: str = "pre_logits") -> pd.DataFrame:
@@ -46,3 +46,20 @@ def test_t_interval_contains_mean_and_ignores_nan():
     assert mean == pytest.approx(2.0)
     assert low < mean < high
     assert high - mean == pytest.approx(mean - low)
+
+
+def test_seed_bootstrap_equal_scores_zero_width():
+    pairs = pd.DataFrame({"seed_a": ["0", "0", "1"], "seed_b": ["1", "2", "2"], "score": [0.5, 0.5, 0.5]})
+    low, high = seed_bootstrap_interval(pairs, draws=200)
+    assert low == pytest.approx(0.5)
+    assert high == pytest.approx(0.5)
+
+
+def test_seed_bootstrap_covers_pair_mean():
+    rng = np.random.default_rng(1)
+    seeds = [str(s) for s in range(5)]
+    rows = [{"seed_a": a, "seed_b": b, "score": rng.normal(0.7, 0.05)}
+            for i, a in enumerate(seeds) for b in seeds[i + 1:]]
+    pairs = pd.DataFrame(rows)
+    low, high = seed_bootstrap_interval(pairs, draws=500)
+    assert low < pairs["score"].mean() < high

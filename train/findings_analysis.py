@@ -64,6 +64,38 @@ def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, flo
     return mean, mean - half, mean + half
 
 
+def seed_bootstrap_interval(pairs: pd.DataFrame, draws: int = 2000, confidence: float = 0.95,
+                            seed: int = 0) -> tuple[float, float]:
+    """Return a percentile interval of the mean pair score, resampling seeds rather than pairs.
+
+    ``pairs`` has the columns seed_a, seed_b and score. Each replicate draws
+    as many seeds as there are, with replacement, and averages the scores of
+    all pairs of draws that are distinct seeds (a pair appears once per
+    matching couple of draws). Replicates with fewer than two distinct seeds
+    are skipped. Resampling whole seeds keeps the correlation between pairs
+    that share a seed, which the t interval over pairs ignores.
+    """
+    seeds = sorted(set(pairs["seed_a"]) | set(pairs["seed_b"]))
+    index = {seed: i for i, seed in enumerate(seeds)}
+    matrix = np.full((len(seeds), len(seeds)), np.nan)
+    for a, b, score in zip(pairs["seed_a"], pairs["seed_b"], pairs["score"]):
+        matrix[index[a], index[b]] = matrix[index[b], index[a]] = score
+    rng = np.random.default_rng(seed)
+    means = []
+    for _ in range(draws):
+        chosen = rng.integers(0, len(seeds), size=len(seeds))
+        block = matrix[np.ix_(chosen, chosen)]
+        upper = block[np.triu_indices(len(chosen), k=1)]
+        upper = upper[np.isfinite(upper)]
+        if upper.size:
+            means.append(upper.mean())
+    if not means:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def final_pair_scores(table: pd.DataFrame, probe: str = ID) -> pd.DataFrame:
     """Return native pair scores at each metric's final step, one row per (layer, metric, pair)."""
     native = table.loc[(table["probe"] == probe) & ~table["metric"].str.contains("@", regex=False)]
@@ -331,6 +363,18 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
+def seed_bootstrap_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Final in-distribution mean per layer and metric with the pair t interval and the seed bootstrap interval."""
+    rows = []
+    for (layer, metric), group in final_pair_scores(table).groupby(["layer", "metric"], sort=False):
+        mean, low, high = t_interval(group["score"].to_numpy())
+        boot_low, boot_high = seed_bootstrap_interval(group)
+        rows.append({"layer": layer, "metric": metric, "mean": mean, "pair_t_low": low, "pair_t_high": high,
+                     "seed_boot_low": boot_low, "seed_boot_high": boot_high,
+                     "width_ratio": (boot_high - boot_low) / (high - low) if high > low else math.nan})
+    return pd.DataFrame(rows)
+
+
 def final_table(table: pd.DataFrame) -> pd.DataFrame:
     """In-distribution final score per layer and metric as ``mean [low, high]`` over seed pairs."""
     summary = summarize(table.loc[table["probe"] == ID])
@@ -360,6 +404,8 @@ def analyze(run_dir: str | Path) -> Path:
     severities = severity_table(drops)
 
     final.to_csv(out / "final_scores.csv", index=False)
+    intervals = seed_bootstrap_table(table)
+    intervals.to_csv(out / "final_intervals.csv", index=False)
     s1.to_csv(out / "s1_ratios.csv", index=False)
     s2.to_csv(out / "s2_null.csv", index=False)
     fractions.to_csv(out / "s3_fraction_epoch1.csv")
@@ -380,6 +426,10 @@ def analyze(run_dir: str | Path) -> Path:
         "",
         "## Final in-distribution scores, mean [95% CI] over seed pairs",
         _markdown(final),
+        "",
+        "## 95% intervals of the final mean: t over pairs against a seed-level bootstrap",
+        f"Median width ratio (bootstrap / t): {intervals['width_ratio'].median():.2f}.",
+        _markdown(intervals),
         "",
         f"## S1: ratio to linear regression (holds at {int(s1['s1_holds'].sum())}/{len(s1)} layers)",
         _markdown(s1[["layer", "linear_regression", "procrustes", "procrustes_ratio", "procrustes_ratio_low",
