@@ -35,11 +35,11 @@ data:
 
 
 def _run(tmp_path, *args):
-    env = dict(os.environ, HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
+    # Earlier tests leave W&B variables behind (WANDB_SERVICE points at this process's W&B service).
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
                WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
                PYTHONUNBUFFERED="1")
-    env.pop("WANDB_MODE", None)
-    env.pop("WANDB_API_KEY", None)
     return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
 
@@ -130,8 +130,8 @@ def test_cifar10_config_runs_on_small_files(tmp_path):
     (tmp_path / "runner.py").write_text(CIFAR_RUNNER.format(train=str(REPO / "train")))
     (tmp_path / "tiny.yaml").write_text(CIFAR_TINY.format(root=tmp_path / "cifar"))
 
-    env = dict(os.environ, HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
-               WANDB_MODE="offline")
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
+    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path), WANDB_MODE="offline")
     result = subprocess.run([sys.executable, "runner.py", "--config", str(REPO / "configs" / "cifar10.yaml"),
                              "--config", "tiny.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=600)
