@@ -195,6 +195,7 @@ class ConvergenceCallback(Callback):
         self._dead_unit_layers_shown: set[str] = set()
         self._panels: list = []
         self._last_logged: dict[str, float] = {}
+        self._logged_through = -1  # last step the loggers received before a resume
 
     # ----------------------------------------------------------------- setup
 
@@ -306,8 +307,10 @@ class ConvergenceCallback(Callback):
         # Lightning restores callback state after setup(), so checkpoint checks sit here.
         self._check_fingerprints()
         if self.done_steps and self._table is not None:
-            # A resumed run recomputes the steps after its checkpoint; drop their old rows.
+            # A resumed run recomputes the steps after its checkpoint; drop their old rows. The loggers
+            # already received those steps before the interruption, so they are not sent again.
             last = max(self.done_steps)
+            self._logged_through = self._table.max_step()
             self._table.drop_steps_after(last)
             self._stats_table.drop_steps_after(last)
 
@@ -448,6 +451,8 @@ class ConvergenceCallback(Callback):
         if trainer.is_global_zero and self._table is not None:
             self._table.append(rows)
             self._stats_table.append(stats_rows)
+        if step <= self._logged_through:
+            return
         log_to_all(trainer.loggers, logged, step)
         if trainer.is_global_zero:
             for panel in self._panels:

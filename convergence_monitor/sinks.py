@@ -50,6 +50,11 @@ class CsvTable:
             os.fsync(handle.fileno())
         return count
 
+    def max_step(self) -> int:
+        """Return the largest ``step`` in the file, or -1 when it has no rows."""
+        with self.path.open(newline="") as handle:
+            return max((int(row["step"]) for row in csv.DictReader(handle)), default=-1)
+
     def drop_steps_after(self, step: int) -> int:
         """Remove rows with ``step`` greater than ``step`` (a resume recomputes them); return the count."""
         with self.path.open(newline="") as handle:

@@ -45,6 +45,14 @@ def test_killed_run_resumes_to_same_table(tmp_path):
     steps = [int(row[0]) for row in got]
     assert steps == sorted(steps)
 
+    # TensorBoard got every probe step once: the steps logged before the kill are not sent again.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "killed" / "log" / "version_0"))
+    events.Reload()
+    logged = [event.step for event in events.Scalars("align/id/conv1.0/procrustes")]
+    assert sorted(logged) == sorted(set(steps))
+
 
 @pytest.mark.slow
 def test_resume_with_changed_probe_set_is_an_error(tmp_path):

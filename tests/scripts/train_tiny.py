@@ -15,7 +15,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
-from pytorch_lightning.loggers import CSVLogger
+from pytorch_lightning.loggers import TensorBoardLogger
 
 from convergence_monitor import ConvergenceCallback, MNISTDataModule, MultiSeedModule
 
@@ -49,7 +49,7 @@ def main():
         callbacks.append(KillAfter(args.kill_after_step))
     trainer = pl.Trainer(
         max_epochs=2, limit_train_batches=6, limit_val_batches=1, num_sanity_val_steps=0,
-        logger=CSVLogger(run_dir, name="log", version=0), callbacks=callbacks, accelerator="cpu",
+        logger=TensorBoardLogger(run_dir, name="log", version=0), callbacks=callbacks, accelerator="cpu",
         enable_progress_bar=False, enable_model_summary=False, deterministic=True,
     )
     data = MNISTDataModule(probe_size=args.probe_size, val_size=40, batch_size=16, num_seeds=2)
