@@ -75,3 +75,12 @@ def test_invalid_kind_and_draws():
         null_scores("linear_cka", X, X, kind="flipped")
     with pytest.raises(AlignmentInputError, match="draws must be a positive integer; found 0"):
         null_scores("linear_cka", X, X, draws=0)
+
+
+def test_null_of_undefined_score_has_nan_p_value():
+    X = np.ones((40, 6))
+    Y = np.random.default_rng(0).standard_normal((40, 6))
+    with pytest.warns(RuntimeWarning):
+        result = null_scores("procrustes", X, Y, draws=3)
+    assert np.isnan(result.observed)
+    assert np.isnan(result.p_value)

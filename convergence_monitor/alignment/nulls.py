@@ -16,12 +16,14 @@ significant.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ._validation import fail, to_float64
+from ._engine import UndefinedScoreWarning
+from ._validation import fail, to_float64, with_context
 from .registry import get_metric
 
 NULL_KINDS = ("rotated", "shuffled")
@@ -107,12 +109,25 @@ def null_scores(
             y_null = y[rng.permutation(y.shape[0])]
         null[draw] = info.function(x, y_null, **metric_options)
 
-    tolerance = TIE_RTOL * max(1.0, abs(observed))
-    if info.higher_is_better:
-        extreme = null >= observed - tolerance
+    # An undefined observed score has no p-value, and undefined null draws are left out of the count:
+    # counting them as "not extreme" would make a broken metric look significant.
+    finite_null = null[np.isfinite(null)]
+    if not np.isfinite(observed) or finite_null.size == 0:
+        warnings.warn(with_context(
+            f"{metric} null ({kind}): the observed score is {observed} and {finite_null.size} of {draws} null "
+            "draws are finite, so the p-value is NaN", context), UndefinedScoreWarning, stacklevel=2)
+        p_value = float("nan")
     else:
-        extreme = null <= observed + tolerance
-    p_value = (1.0 + np.count_nonzero(extreme)) / (draws + 1.0)
+        if finite_null.size < draws:
+            warnings.warn(with_context(
+                f"{metric} null ({kind}): {draws - finite_null.size} of {draws} null draws are NaN and are left "
+                "out of the p-value", context), UndefinedScoreWarning, stacklevel=2)
+        tolerance = TIE_RTOL * max(1.0, abs(observed))
+        if info.higher_is_better:
+            extreme = finite_null >= observed - tolerance
+        else:
+            extreme = finite_null <= observed + tolerance
+        p_value = (1.0 + np.count_nonzero(extreme)) / (finite_null.size + 1.0)
     return NullResult(
         metric=metric,
         kind=kind,
