@@ -18,7 +18,7 @@ from pytorch_lightning.utilities import rank_zero_info, rank_zero_warn
 from threadpoolctl import threadpool_limits
 
 from . import alignment
-from .capture import capture_features, resolve_layers
+from .capture import capture_features, eval_mode, resolve_layers
 from .probes import ID_PROBE, ProbeSet, probe_set_from_dataset, probe_set_from_loader, probe_set_from_source
 from .schedule import ProbeSchedule
 from .sinks import ALIGNMENT_COLUMNS, PROBE_STATS_COLUMNS, SHIFT_SUMMARY_COLUMNS, CsvTable, log_to_all
@@ -132,25 +132,39 @@ class ConvergenceCallback(Callback):
         blas_threads: int | None = 1,
     ):
         super().__init__()
+        for name, value in (("metrics", metrics), ("null_metrics", null_metrics), ("layers", layers)):
+            if isinstance(value, str):
+                raise TypeError(f"{name} must be a list of names, got the string {value!r}; write [{value!r}]")
+        if layers is not None and not layers:
+            raise ValueError("layers must name at least one layer, or be None for the architecture's defaults")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if max_units is not None and max_units < 2:
+            raise ValueError(f"max_units must be at least 2 or None, got {max_units}")
         known = set(alignment.list_metrics())
         for name in [*metrics, *null_metrics]:
             if name not in known:
                 raise ValueError(f"unknown metric {name!r}; accepted metrics: {sorted(known)}")
         if not metrics:
             raise ValueError("metrics must name at least one alignment metric")
+        distances = [name for name in metrics if alignment.get_metric(name).kind != "score"]
+        if distances:
+            # Curves, spreads and drops assume similarities, where higher means more aligned.
+            raise ValueError(f"the callback records scores only; {distances} are distances: use "
+                             "convergence_monitor.alignment directly for them")
         for kind in null_kinds:
             if kind not in NULL_KINDS:
                 raise ValueError(f"unknown null kind {kind!r}; accepted kinds: {NULL_KINDS}")
         if shift_metrics is not None and not set(shift_metrics) <= set(metrics):
             raise ValueError(f"shift_metrics {list(shift_metrics)} must be a subset of metrics {list(metrics)}")
-        if shift_probe_size is not None and shift_probe_size < folds:
-            raise ValueError(f"shift_probe_size={shift_probe_size} must be at least folds={folds}")
+        if shift_probe_size is not None and shift_probe_size < 3 * folds:
+            raise ValueError(f"shift_probe_size={shift_probe_size} must be at least 3 × folds = {3 * folds}")
         if shift_schedule not in ("every", "final"):
             raise ValueError(f"shift_schedule must be 'every' or 'final', got {shift_schedule!r}")
         if folds < 2:
             raise ValueError(f"folds must be at least 2, got {folds}")
-        if probe_size < folds:
-            raise ValueError(f"probe_size={probe_size} must be at least folds={folds}")
+        if probe_size < 3 * folds:
+            raise ValueError(f"probe_size={probe_size} must be at least 3 × folds = {3 * folds}")
         if null_draws < 0:
             raise ValueError(f"null_draws must be 0 (off) or positive, got {null_draws}")
         if sample_mode not in ("center", "mean", "positions"):
@@ -193,6 +207,7 @@ class ConvergenceCallback(Callback):
         self._null_steps: set[int] = set()
         self.dead_unit_warnings: dict[tuple[str, str], int] = {}
         self._dead_unit_layers_shown: set[str] = set()
+        self._underdetermined: set[tuple[str, str]] = set()
         self._panels: list = []
         self._last_logged: dict[str, float] = {}
         self._logged_through = -1  # last step the loggers received before a resume
@@ -206,6 +221,7 @@ class ConvergenceCallback(Callback):
         first = next(iter(seed_models.values()))
         self.layers = resolve_layers(first, self.layer_patterns)
         self.probe_sets = [self._build_id_probe(trainer, pl_module)] + self._build_shift_probes(trainer)
+        self._check_probe_inputs(first)
         self.run_dir = Path(trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero:
             self._table = CsvTable(self.run_dir / "alignment.csv", ALIGNMENT_COLUMNS)
@@ -219,6 +235,20 @@ class ConvergenceCallback(Callback):
             f"{len(self.probe_sets)} probe sets ({', '.join(p.name for p in self.probe_sets)}), "
             f"metrics {', '.join(self.metrics)}; table {self.run_dir / 'alignment.csv'}"
         )
+
+    @torch.no_grad()
+    def _check_probe_inputs(self, model: torch.nn.Module) -> None:
+        """Run two images of every probe set through one seed, so a shape mismatch fails at start."""
+        device = next(model.parameters()).device
+        with eval_mode(model):
+            for probe in self.probe_sets:
+                try:
+                    model(probe.images[:2].to(device))
+                except RuntimeError as error:
+                    raise ValueError(
+                        f"probe set {probe.name!r}: images of shape {tuple(probe.images.shape[1:])} do not fit "
+                        f"the network ({error}); give images shaped like the training inputs"
+                    ) from error
 
     @staticmethod
     def _seed_models(pl_module: pl.LightningModule) -> Mapping[str, torch.nn.Module]:
@@ -244,8 +274,9 @@ class ConvergenceCallback(Callback):
             else:
                 probe = self._probe_from_validation(trainer, pl_module)
                 origin = f"a fixed subset (seed {self.fold_seed}) of the validation set"
-        if len(probe) < self.folds:
-            raise ValueError(f"the probe set has {len(probe)} samples, fewer than folds={self.folds}")
+        if len(probe) < 3 * self.folds:
+            raise ValueError(f"the probe set has {len(probe)} samples; {self.folds} folds need at least "
+                             f"{3 * self.folds} (3 per fold)")
         rank_zero_info(f"ConvergenceCallback: probe set of {len(probe)} images from {origin}")
         return probe
 
@@ -502,6 +533,7 @@ class ConvergenceCallback(Callback):
         healthy = self._healthy_seeds(probe, layer, features, step)
         scored = {}
         if len(healthy) >= 2:
+            self._warn_if_underdetermined(probe, layer, [features[label][layer] for label in healthy], metrics)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 scored = alignment.score_pairs(
@@ -511,6 +543,21 @@ class ConvergenceCallback(Callback):
             self._forward_warnings(probe, layer, caught)
         nan_scores = {metric: float("nan") for metric in metrics}
         return {pair: dict(scored.get(pair, nan_scores)) for pair in itertools.combinations(labels, 2)}
+
+    def _warn_if_underdetermined(self, probe: str, layer: str, matrices, metrics: Sequence[str]) -> None:
+        # With fewer training samples than units, a fitted map is not unique on its null space and
+        # held-out scores drop even for identical inputs, so such scores partly reflect the sample count.
+        fitted = [m for m in metrics if m in ("linear_regression", "procrustes")]
+        samples = int(matrices[0].shape[0])
+        train = samples - -(-samples // self.folds)
+        units = max(int(m.shape[1]) for m in matrices)
+        if fitted and units > train and (probe, layer) not in self._underdetermined:
+            self._underdetermined.add((probe, layer))
+            rank_zero_warn(
+                f"probe set {probe!r}, layer {layer!r}: {units} units but only {train} training samples per fold, "
+                f"so {', '.join(fitted)} scores are biased low (an identical copy scores below 1); "
+                "use a larger probe set or max_units below the sample count"
+            )
 
     def _forward_warnings(self, probe: str, layer: str, caught: list[warnings.WarningMessage]) -> None:
         # Dead units recur at every step and fold; show the first per layer and count the rest.

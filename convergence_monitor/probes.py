@@ -40,6 +40,18 @@ class ProbeSet:
             )
         if self.images.shape[0] == 0:
             raise ValueError(f"probe set {self.name!r} is empty: it needs at least one image")
+        if not self.images.is_floating_point():
+            raise TypeError(
+                f"probe set {self.name!r}: expected float images normalized the way the models expect, "
+                f"got dtype {self.images.dtype}; convert and normalize them first"
+            )
+        finite = torch.isfinite(self.images.reshape(self.images.shape[0], -1)).all(dim=1)
+        if not bool(finite.all()):
+            bad = torch.nonzero(~finite).flatten()
+            raise ValueError(
+                f"probe set {self.name!r}: {bad.numel()} images contain NaN or inf values "
+                f"(first index {int(bad[0])})"
+            )
         if self.labels is not None and self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(
                 f"probe set {self.name!r}: {self.images.shape[0]} images but {self.labels.shape[0]} labels"

@@ -223,3 +223,42 @@ def test_bare_callback_uses_defaults(tmp_path, small_data, caplog):
     with (Path(trainer.log_dir) / "metrics.csv").open() as handle:
         header = handle.readline()
     assert "lr-SGD/seed_0" in header and "lr-SGD/seed_1" in header
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"metrics": "procrustes"}, TypeError, r"metrics must be a list of names.*\['procrustes'\]"),
+        ({"layers": []}, ValueError, "layers must name at least one layer"),
+        ({"batch_size": 0}, ValueError, "batch_size must be at least 1, got 0"),
+        ({"max_units": 0}, ValueError, "max_units must be at least 2 or None, got 0"),
+        ({"metrics": ["procrustes_distance"]}, ValueError, r"records scores only.*procrustes_distance"),
+        ({"probe_size": 12}, ValueError, r"probe_size=12 must be at least 3 × folds = 15"),
+    ],
+)
+def test_callback_rejects_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        ConvergenceCallback(**kwargs)
+
+
+def test_probe_set_of_wrong_shape_fails_at_start(tmp_path, small_data):
+    callback = ConvergenceCallback(probe_set=torch.randn(40, 3, 28, 28), layers=["pre_logits"])
+    with pytest.raises(ValueError, match=r"probe set 'id': images of shape \(3, 28, 28\) do not fit the network"):
+        _trainer(tmp_path, [callback]).fit(MultiSeedModule(seeds=[0, 1]), datamodule=small_data)
+
+
+def test_probe_set_rejects_nan_and_integer_images():
+    from convergence_monitor import ProbeSet
+
+    images = torch.zeros(5, 1, 4, 4)
+    images[3, 0, 1, 1] = float("nan")
+    with pytest.raises(ValueError, match=r"1 images contain NaN or inf values \(first index 3\)"):
+        ProbeSet("bad", images)
+    with pytest.raises(TypeError, match="expected float images"):
+        ProbeSet("raw", torch.zeros(5, 1, 4, 4, dtype=torch.uint8))
+
+
+def test_underdetermined_layer_warns(tmp_path, small_data):
+    callback = ConvergenceCallback(layers=["pre_logits"], metrics=["procrustes"], first_epoch_points=1)
+    with pytest.warns(UserWarning, match=r"layer 'pre_logits': 512 units but only 48 training samples"):
+        _trainer(tmp_path, [callback], max_steps=1).fit(MultiSeedModule(seeds=[0, 1]), datamodule=small_data)
