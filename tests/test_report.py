@@ -425,3 +425,16 @@ def test_index_html_images_load_in_chromium(report, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert 'data-images="6"' in completed.stdout
     assert 'data-broken=""' in completed.stdout
+
+
+def test_report_drops_partial_last_line(tmp_path, caplog):
+    from convergence_monitor.report.table import load_alignment
+
+    header = "step,epoch,probe,layer,depth,metric,seed_a,seed_b,score\n"
+    rows = "0,0.0,id,conv1,0,procrustes,0,1,0.5\n1,0.5,id,conv1,0,procrustes,0,1,0.75\n"
+    path = tmp_path / "alignment.csv"
+    path.write_text(header + rows + "2,1.0,id,conv1,0,procrustes,0,1,0.4")
+    with caplog.at_level("WARNING"):
+        table = load_alignment(path)
+    assert sorted(table["step"].tolist()) == [0, 1]
+    assert "incomplete last line" in caplog.text

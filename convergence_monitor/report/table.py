@@ -7,6 +7,7 @@ seed pair. Everything here is pure pandas so that tests can check values.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import re
@@ -101,7 +102,13 @@ def load_alignment(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"alignment table not found: {path}; the training callback writes it into the run directory")
-    table = pd.read_csv(path, dtype={"probe": str, "layer": str, "metric": str, "seed_a": str, "seed_b": str})
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        # A run killed while appending leaves a partial last line; its values may be cut short.
+        text = text[: text.rfind("\n") + 1]
+        logger.warning("%s: dropped an incomplete last line (the run stopped while writing it)", path)
+    table = pd.read_csv(io.StringIO(text), dtype={"probe": str, "layer": str, "metric": str, "seed_a": str,
+                                                  "seed_b": str})
     return prepare_alignment(table, source=str(path))
 
 
