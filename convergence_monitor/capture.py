@@ -15,6 +15,11 @@ A layer wider than ``max_units`` keeps a seeded random subset of
 ``max_units`` units (the same subset at every step), so a 200,000-unit layer
 never forms 200,000 × 200,000 matrices in the metric core. Scores then
 describe that unit subset, an estimate of the whole-layer score.
+
+NOTE: unit indices do not correspond across seeds, so a kept unit's best
+partner in another seed is kept only with probability max_units / width.
+Permutation and soft-matching scores of a subsampled layer are therefore
+biased low; linear regression, Procrustes and CKA are less affected.
 """
 
 from __future__ import annotations
