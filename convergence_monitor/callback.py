@@ -479,15 +479,15 @@ class ConvergenceCallback(Callback):
         self.done_steps.append(step)
         self._last_logged = logged
         self.timings["probe_steps"] += 1
+        # Loggers first (flushed), then the table: on resume, a step in the table is one the loggers have.
+        if step > self._logged_through:
+            log_to_all(trainer.loggers, logged, step)
+            if trainer.is_global_zero:
+                for panel in self._panels:
+                    panel.on_probe_step(step, epoch, rows, logged)
         if trainer.is_global_zero and self._table is not None:
             self._table.append(rows)
             self._stats_table.append(stats_rows)
-        if step <= self._logged_through:
-            return
-        log_to_all(trainer.loggers, logged, step)
-        if trainer.is_global_zero:
-            for panel in self._panels:
-                panel.on_probe_step(step, epoch, rows, logged)
 
     def _capture(self, probe: ProbeSet, seed_models: Mapping[str, torch.nn.Module]):
         features: dict[str, dict[str, torch.Tensor]] = {}

@@ -78,7 +78,7 @@ def _format(value: object) -> object:
 
 
 def log_to_all(loggers: Sequence, metrics: Mapping[str, float], step: int) -> None:
-    """Send one probe step's metrics to every logger in one call each, with an explicit step.
+    """Send one probe step's metrics to every logger in one call each, with an explicit step, and flush.
 
     A logger that fails (no network, a crashed W&B process) is reported once
     and skipped afterwards, so it never stops training or the local table.
@@ -88,6 +88,8 @@ def log_to_all(loggers: Sequence, metrics: Mapping[str, float], step: int) -> No
             continue
         try:
             logger.log_metrics(dict(metrics), step=step)
+            # Flush now, so a crash right after this probe step cannot lose it from the logger.
+            logger.save()
         except Exception as error:  # noqa: BLE001 - any logger failure must not stop training
             logger._convergence_monitor_failed = True
             log.error(
