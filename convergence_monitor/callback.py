@@ -443,6 +443,8 @@ class ConvergenceCallback(Callback):
             started = time.perf_counter()
             features, accuracy = self._capture(probe, seed_models)
             features, accuracy = self._gather(trainer, features, accuracy)
+            if probe.name == ID_PROBE:
+                id_features = features
             self.timings["forward_s"] += time.perf_counter() - started
             if not trainer.is_global_zero:
                 # Only rank 0 writes the tables and its loggers, so the other ranks skip scoring.
@@ -474,7 +476,7 @@ class ConvergenceCallback(Callback):
 
         if final and self.null_draws:
             with threadpool_limits(self.blas_threads):
-                rows.extend(self._null_rows(trainer, seed_models, step, epoch))
+                rows.extend(self._null_rows(trainer, seed_models, step, epoch, features=id_features))
 
         self.done_steps.append(step)
         self._last_logged = logged
@@ -601,11 +603,14 @@ class ConvergenceCallback(Callback):
                 logged[f"probe_acc/{probe.name}/seed_{label}"] = accuracy[label]
         return rows
 
-    def _null_rows(self, trainer: pl.Trainer, seed_models, step: int, epoch: float) -> list[dict]:
+    def _null_rows(self, trainer: pl.Trainer, seed_models, step: int, epoch: float,
+                   features: Mapping[str, Mapping[str, torch.Tensor]] | None = None) -> list[dict]:
+        """Score the null baselines on the in-distribution probe set (``features``: its gathered capture)."""
         self._null_steps.add(step)
         probe = self.probe_sets[0]
-        features, _ = self._capture(probe, seed_models)
-        features, _ = self._gather(trainer, features, {})
+        if features is None:
+            features, _ = self._capture(probe, seed_models)
+            features, _ = self._gather(trainer, features, {})
         if not trainer.is_global_zero:
             return []
         rows = []

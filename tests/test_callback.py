@@ -262,3 +262,26 @@ def test_underdetermined_layer_warns(tmp_path, small_data):
     callback = ConvergenceCallback(layers=["pre_logits"], metrics=["procrustes"], first_epoch_points=1)
     with pytest.warns(UserWarning, match=r"layer 'pre_logits': 512 units but only 48 training samples"):
         _trainer(tmp_path, [callback], max_steps=1).fit(MultiSeedModule(seeds=[0, 1]), datamodule=small_data)
+
+
+def test_null_rows_at_final_step_match_the_core(tmp_path, small_data):
+    from convergence_monitor import alignment
+    from convergence_monitor.capture import capture_features
+
+    module = MultiSeedModule(seeds=[0, 1])
+    callback = ConvergenceCallback(layers=["layer1.0.conv2"], metrics=["soft_matching"], null_draws=3,
+                                   null_metrics=["soft_matching"], first_epoch_points=1)
+    trainer = _trainer(tmp_path, [callback], max_steps=1)
+    trainer.fit(module, datamodule=small_data)
+    rows = _read_rows(Path(trainer.log_dir) / "alignment.csv")
+    nulls = {r["metric"]: float(r["score"]) for r in rows if "@" in r["metric"]}
+    assert set(nulls) == {"soft_matching@rotated", "soft_matching@rotated_p",
+                          "soft_matching@shuffled", "soft_matching@shuffled_p"}
+    assert {r["step"] for r in rows if "@" in r["metric"]} == {"1"}
+
+    images = callback.probe_sets[0].images
+    features = [capture_features(m, images, ["layer1.0.conv2"])[0]["layer1.0.conv2"] for m in module.models]
+    for kind in ("rotated", "shuffled"):
+        expected = alignment.null_scores("soft_matching", features[0], features[1], kind=kind, draws=3)
+        assert nulls[f"soft_matching@{kind}"] == pytest.approx(float(expected.null.mean()), abs=1e-12)
+        assert nulls[f"soft_matching@{kind}_p"] == pytest.approx(expected.p_value)
