@@ -172,7 +172,7 @@ def _first_tensor(output) -> torch.Tensor:
         return output
     if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
         return output[0]
-    raise TypeError(f"layer output of type {type(output).__name__} holds no tensor to capture")
+    raise TypeError(f"layer output of type {type(output).__name__} contains no tensor to capture")
 
 
 @torch.no_grad()

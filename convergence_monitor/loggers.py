@@ -40,7 +40,10 @@ class WandbLogger(_LightningWandbLogger):
     """
 
     def __init__(self, *args, offline: bool | None = None, **kwargs):
-        mode = ("offline" if offline else "online") if offline is not None else resolve_wandb_mode()
+        if offline is None:
+            mode = resolve_wandb_mode()
+        else:
+            mode = "offline" if offline else "online"
         if mode == "dryrun":  # the older name of offline mode, which Lightning itself sets
             mode = "offline"
         self._resolved_mode = mode

@@ -1,4 +1,4 @@
-"""Where probe results go: a local tidy table and every Lightning logger."""
+"""Sinks for probe results: a local tidy table and every Lightning logger."""
 
 from __future__ import annotations
 

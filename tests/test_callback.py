@@ -52,7 +52,8 @@ def test_callback_writes_rows_and_keys_at_planned_steps(tmp_path, small_data):
     rows = _read_rows(Path(trainer.log_dir) / "alignment.csv")
     steps = sorted({int(r["step"]) for r in rows})
     assert steps == callback.planned_steps
-    assert steps[0] == 0 and steps[-1] == 6
+    assert steps[0] == 0
+    assert steps[-1] == 6
     assert {r["metric"] for r in rows} == set(DEFAULT_METRICS)
     assert {r["layer"] for r in rows} == set(LAYERS)
     assert {(r["seed_a"], r["seed_b"]) for r in rows} == {("0", "1")}
@@ -156,7 +157,8 @@ def test_callback_falls_back_to_validation_subset(tmp_path, caplog):
     with caplog.at_level("INFO"):
         _trainer(tmp_path, [callback], max_steps=1).fit(MultiSeedModule(seeds=[0, 1]), datamodule=NoProbeData())
     assert len(callback.probe_sets[0]) == 50
-    assert "subset" in caplog.text and "validation set" in caplog.text
+    assert "subset" in caplog.text
+    assert "validation set" in caplog.text
 
 
 def test_nan_seed_is_reported_and_others_still_measured(tmp_path):
@@ -195,7 +197,8 @@ def test_wandb_offline_run_holds_the_same_keys(isolated_home, small_data, caplog
         trainer = _trainer(isolated_home, [callback], loggers=[csv_logger, wandb_logger], max_steps=2)
         trainer.fit(MultiSeedModule(seeds=[0, 1]), datamodule=small_data)
         wandb_logger.experiment.finish()
-    assert "logging offline" in caplog.text and "wandb sync" in caplog.text
+    assert "logging offline" in caplog.text
+    assert "wandb sync" in caplog.text
 
     runs = list((isolated_home / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1
@@ -222,7 +225,8 @@ def test_bare_callback_uses_defaults(tmp_path, small_data, caplog):
     assert {int(r["step"]) for r in rows} == {0, 1}
     with (Path(trainer.log_dir) / "metrics.csv").open() as handle:
         header = handle.readline()
-    assert "lr-SGD/seed_0" in header and "lr-SGD/seed_1" in header
+    assert "lr-SGD/seed_0" in header
+    assert "lr-SGD/seed_1" in header
 
 
 @pytest.mark.parametrize(

@@ -61,7 +61,8 @@ def test_multiseed_script_runs_end_to_end(tmp_path):
     assert {r["metric"] for r in rows} == {"procrustes", "linear_cka"}
     assert (run_dir / "probe_stats.csv").exists()
     assert list(run_dir.glob("events.out.tfevents.*"))
-    assert "logging offline" in result.stderr and "wandb sync" in result.stderr
+    assert "logging offline" in result.stderr
+    assert "wandb sync" in result.stderr
     assert list((tmp_path / "wandb").glob("offline-run-*/run-*.wandb"))
 
 

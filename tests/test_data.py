@@ -32,7 +32,8 @@ def test_mnist_probe_loader_is_fixed_and_normalized():
     first = torch.cat([x for x, _ in data.probe_dataloader()])
     second = torch.cat([x for x, _ in data.probe_dataloader()])
     assert torch.equal(first, second)
-    assert abs(float(first.mean())) < 0.5 and float(first.std()) > 0.5
+    assert abs(float(first.mean())) < 0.5
+    assert float(first.std()) > 0.5
 
 
 def test_mnist_rejects_split_without_training_images():
@@ -93,7 +94,8 @@ def test_cifar10_loader_reads_python_batches(tmp_path, monkeypatch):
     data.setup("fit")
     probe_images, probe_labels = data.probe_images01()
     assert probe_images.shape == (10, 3, 32, 32)
-    assert float(probe_images.min()) >= 0 and float(probe_images.max()) <= 1
+    assert float(probe_images.min()) >= 0
+    assert float(probe_images.max()) <= 1
     assert len(data.val_set) == 20
     assert len(data.train_set) == 40
     order = np.random.default_rng(0).permutation(30)[:10]
