@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -104,6 +105,11 @@ class ConvergenceCallback(Callback):
             library default). One thread is the default because OpenBLAS
             threads competing with PyTorch's OpenMP threads made the round
             2 to 20 times slower on a 2-core machine (bench/blas_threads.py).
+        metric_workers: threads that score the cross-validation folds of a
+            layer concurrently, each with ``blas_threads`` BLAS threads
+            (``None``: the CPUs this process may use, at most ``folds``).
+            Training waits during the metric round, so its cores are free.
+            The scores do not depend on it.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class ConvergenceCallback(Callback):
         batch_size: int = 250,
         frechet_layer: str | None = None,
         blas_threads: int | None = 1,
+        metric_workers: int | None = None,
     ):
         super().__init__()
         for name, value in (("metrics", metrics), ("null_metrics", null_metrics), ("layers", layers)):
@@ -139,6 +146,9 @@ class ConvergenceCallback(Callback):
             raise ValueError("layers must name at least one layer, or be None for the architecture's defaults")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if metric_workers is not None and (isinstance(metric_workers, bool) or not isinstance(metric_workers, int)
+                                           or metric_workers < 1):
+            raise ValueError(f"metric_workers must be a positive integer or None, got {metric_workers!r}")
         if max_units is not None and max_units < 2:
             raise ValueError(f"max_units must be at least 2 or None, got {max_units}")
         known = set(alignment.list_metrics())
@@ -192,6 +202,7 @@ class ConvergenceCallback(Callback):
         self.batch_size = batch_size
         self.frechet_layer = frechet_layer
         self.blas_threads = blas_threads
+        self.metric_workers = metric_workers if metric_workers is not None else available_cpus()
 
         self.probe_sets: list[ProbeSet] = []
         self.layers: list[str] = []
@@ -541,6 +552,7 @@ class ConvergenceCallback(Callback):
                 scored = alignment.score_pairs(
                     {label: features[label][layer] for label in healthy}, metrics, folds=self.folds,
                     seed=self.fold_seed, context=f"probe set {probe!r}, layer {layer!r}, step {step}",
+                    workers=self.metric_workers,
                 )
             self._forward_warnings(probe, layer, caught)
         nan_scores = {metric: float("nan") for metric in metrics}
@@ -644,6 +656,13 @@ class ConvergenceCallback(Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.done_steps = list(state_dict.get("done_steps", []))
         self._loaded_fingerprints = dict(state_dict.get("fingerprints", {})) or None
+
+
+def available_cpus() -> int:
+    """Return the number of CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
 def _mean_and_std(values: np.ndarray) -> tuple[float, float]:

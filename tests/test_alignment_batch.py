@@ -133,3 +133,34 @@ def test_score_pairs_shares_per_seed_work(monkeypatch):
     # every pair, and one cross-covariance per pair and fold serves every metric.
     assert calls["eigh"] == 4 * 3
     assert calls["pair_cross"] == 6 * 3
+
+
+def test_fold_threads_give_bitwise_equal_scores_and_the_same_warnings():
+    import warnings
+
+    features = seed_features({"a": 12, "b": 12, "c": 12, "d": 12}, n=120, seed=4)
+    # A unit constant on some training folds but not others, and a seed whose units are all constant.
+    features["b"][:60, 3] = 1.5
+    features["d"][:] = 2.0
+    names = ["linear_regression", "procrustes", "permutation", "soft_matching", "linear_cka"]
+    results, messages = [], []
+    for workers in (1, 3):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results.append(score_pairs(features, names, folds=5, workers=workers))
+        messages.append([(record.category, str(record.message)) for record in caught])
+    assert messages[0] == messages[1]
+    assert len(messages[0]) > 3
+    one, three = results
+    assert list(one) == list(three)
+    for pair in one:
+        for name in names:
+            assert one[pair][name] == three[pair][name] or (np.isnan(one[pair][name]) and np.isnan(three[pair][name]))
+    assert np.isnan(one[("a", "d")]["procrustes"])
+    assert np.isfinite(one[("a", "b")]["procrustes"])
+
+
+@pytest.mark.parametrize("workers", [0, -1, 1.5, True, "2"])
+def test_score_pairs_rejects_bad_worker_counts(workers):
+    with pytest.raises(AlignmentInputError, match="workers must be a positive integer"):
+        score_pairs(seed_features({"a": 4, "b": 4}), "procrustes", workers=workers)

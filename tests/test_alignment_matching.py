@@ -122,9 +122,35 @@ def bad_plan_solver(kind):
     ],
 )
 def test_invalid_transport_plan_raises(monkeypatch, kind, message):
+    # Unequal widths: equal widths take the Hungarian path and never call ot.emd.
     monkeypatch.setattr(ot, "emd", bad_plan_solver(kind))
     X = np.random.default_rng(6).standard_normal((40, 6))
     with pytest.raises(RuntimeError, match=message):
+        soft_matching_score(X, np.hstack([X, X[:, :1]]))
+
+
+def test_equal_widths_use_an_exact_plan_without_the_network_simplex(monkeypatch):
+    rng = np.random.default_rng(8)
+    X, Y = low_rank(rng, 300, 48, noise=1.0), low_rank(rng, 300, 48, noise=1.0)
+    expected = pot_soft_matching_score(X, Y)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("ot.emd was called for equal widths")
+
+    monkeypatch.setattr(ot, "emd", refuse)
+    assert soft_matching_score(X, Y) == pytest.approx(expected, abs=1e-12)
+
+
+def test_assignment_that_is_not_a_permutation_raises(monkeypatch):
+    from convergence_monitor.alignment import matching
+
+    def repeated(cost, maximize=False):
+        p = cost.shape[0]
+        return np.arange(p), np.zeros(p, dtype=int)
+
+    monkeypatch.setattr(matching, "linear_sum_assignment", repeated)
+    X = np.random.default_rng(9).standard_normal((40, 5))
+    with pytest.raises(RuntimeError, match="not a permutation"):
         soft_matching_score(X, X)
 
 

@@ -75,7 +75,8 @@ def test_callback_scores_are_those_of_the_core(tmp_path, small_data):
     from convergence_monitor.capture import capture_features
 
     module = MultiSeedModule(seeds=[0, 1])
-    callback = ConvergenceCallback(layers=["layer2.0.conv1"], metrics=["procrustes"], first_epoch_points=1)
+    callback = ConvergenceCallback(layers=["layer2.0.conv1"], metrics=["procrustes"], first_epoch_points=1,
+                                  metric_workers=2)
     trainer = _trainer(tmp_path, [callback], max_steps=1)
     trainer.fit(module, datamodule=small_data)
     rows = _read_rows(Path(trainer.log_dir) / "alignment.csv")
@@ -236,6 +237,7 @@ def test_bare_callback_uses_defaults(tmp_path, small_data, caplog):
         ({"layers": []}, ValueError, "layers must name at least one layer"),
         ({"batch_size": 0}, ValueError, "batch_size must be at least 1, got 0"),
         ({"max_units": 0}, ValueError, "max_units must be at least 2 or None, got 0"),
+        ({"metric_workers": 0}, ValueError, "metric_workers must be a positive integer or None, got 0"),
         ({"metrics": ["procrustes_distance"]}, ValueError, r"records scores only.*procrustes_distance"),
         ({"probe_size": 12}, ValueError, r"probe_size=12 must be at least 3 × folds = 15"),
     ],

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from ._stats import FullPair, build_fold_block, build_full_block, make_folds, pair_cross
+from ._stats import DeadUnitWarning, FullPair, build_fold_block, build_full_block, make_folds, pair_cross
 from ._validation import check_fold_settings, check_same_samples, to_float64, with_context
 
 
@@ -60,8 +61,12 @@ def evaluate(
     folds: int,
     seed: int,
     context: str | None,
+    workers: int = 1,
 ) -> dict[tuple[Hashable, Hashable], dict[str, float]]:
-    """Return ``{(label_a, label_b): {metric: value}}`` for every unordered pair in mapping order."""
+    """Return ``{(label_a, label_b): {metric: value}}`` for every unordered pair in mapping order.
+
+    ``workers`` threads evaluate the folds concurrently; the result does not depend on it.
+    """
     labels = list(arrays)
     pairs = list(itertools.combinations(labels, 2))
     n = next(iter(arrays.values())).shape[0]
@@ -80,7 +85,7 @@ def evaluate(
     if full_jobs:
         _evaluate_full(arrays, side_names, pairs, full_jobs, values, context)
     if fold_jobs:
-        _evaluate_folds(arrays, side_names, pairs, fold_jobs, folds, seed, values, context)
+        _evaluate_folds(arrays, side_names, pairs, fold_jobs, folds, seed, values, context, workers)
 
     # Report metrics in the order they were requested.
     return {pair: {job.name: values[pair][job.name] for job in jobs} for pair in pairs}
@@ -104,33 +109,55 @@ def _evaluate_full(arrays, side_names, pairs, jobs, values, context) -> None:
             values[pair][job.name] = float(job.kernel(first, second, full_pair, **job.options))
 
 
-def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, context) -> None:
+def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, context, workers) -> None:
     n = next(iter(arrays.values())).shape[0]
-    per_fold = {pair: {job.name: [] for job in jobs} for pair in pairs}
-    undefined: set = set()
+    splits = make_folds(n, folds, seed)
 
-    for fold, (training, held_out) in enumerate(make_folds(n, folds, seed)):
+    def run_fold(fold: int):
+        # Warnings are collected here and emitted by the calling thread in fold order, because the
+        # warnings machinery is process-global and worker threads would interleave their messages.
+        training, held_out = splits[fold]
+        notes: list[str] = []
         # Each seed's fold statistics are computed once and shared by every pair and metric.
         blocks = {
-            label: build_fold_block(array, training, held_out, fold, folds, side_names[label], context)
+            label: build_fold_block(array, training, held_out, fold, folds, side_names[label], context, notes)
             for label, array in arrays.items()
         }
+        constant, scores = {}, {}
+        for pair in pairs:
+            first, second = blocks[pair[0]], blocks[pair[1]]
+            sides = [side_names[label] for label in pair if blocks[label].all_dead]
+            if sides:
+                constant[pair] = sides
+                continue
+            # One training cross-covariance per pair serves every fold metric.
+            cross = pair_cross(first, second)
+            scores[pair] = {job.name: job.kernel(first, second, cross, **job.options) for job in jobs}
+        return notes, constant, scores
 
+    # Folds are independent, and NumPy, LAPACK and the matching solvers release the GIL,
+    # so threads use several cores; every fold runs the same code whichever thread runs it.
+    if workers > 1 and folds > 1:
+        with ThreadPoolExecutor(max_workers=min(workers, folds)) as pool:
+            outcomes = list(pool.map(run_fold, range(folds)))
+    else:
+        outcomes = [run_fold(fold) for fold in range(folds)]
+
+    per_fold = {pair: {job.name: [] for job in jobs} for pair in pairs}
+    undefined: set = set()
+    for fold, (notes, constant, scores) in enumerate(outcomes):
+        for message in notes:
+            warnings.warn(message, DeadUnitWarning, stacklevel=4)
         for pair in pairs:
             if pair in undefined:
                 continue
-            first, second = blocks[pair[0]], blocks[pair[1]]
-            constant = [side_names[label] for label in pair if blocks[label].all_dead]
-            if constant:
+            if pair in constant:
                 where = f"on the training or held-out samples of fold {fold + 1} of {folds}"
-                _warn_undefined(constant, where, [job.name for job in jobs], context)
+                _warn_undefined(constant[pair], where, [job.name for job in jobs], context)
                 undefined.add(pair)
                 continue
-
-            # One training cross-covariance per pair serves every fold metric.
-            cross = pair_cross(first, second)
             for job in jobs:
-                per_fold[pair][job.name].append(job.kernel(first, second, cross, **job.options))
+                per_fold[pair][job.name].append(scores[pair][job.name])
 
     for pair in pairs:
         for job in jobs:

@@ -22,7 +22,6 @@ samples too.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -130,8 +129,12 @@ def build_fold_block(
     folds: int,
     side: str,
     context: str | None,
+    notes: list[str],
 ) -> FoldBlock:
-    """Compute one seed's :class:`FoldBlock`, warning about dead units."""
+    """Compute one seed's :class:`FoldBlock` and append its dead-unit messages to ``notes``.
+
+    The caller issues the messages as :class:`DeadUnitWarning`, in a fixed order.
+    """
     train = data[training]
     test = data[held_out]
 
@@ -151,7 +154,9 @@ def build_fold_block(
     test_standardized[:, train_dead] = 0.0
 
     for dead, where in ((train_dead, "training"), (test_dead, "held-out")):
-        _warn_dead(dead, where, fold, folds, side, context)
+        message = _dead_message(dead, where, fold, folds, side, context)
+        if message is not None:
+            notes.append(message)
 
     return FoldBlock(
         fold=fold,
@@ -166,17 +171,17 @@ def build_fold_block(
     )
 
 
-def _warn_dead(dead: np.ndarray, where: str, fold: int, folds: int, side: str, context: str | None) -> None:
+def _dead_message(dead: np.ndarray, where: str, fold: int, folds: int, side: str, context: str | None) -> str | None:
     count = int(dead.sum())
     if count == 0 or count == dead.size:
         # An all-dead side makes the metric NaN; the caller warns about that.
-        return
+        return None
     first = np.flatnonzero(dead)[:5].tolist()
     message = (
         f"fold {fold + 1} of {folds}: {count} of {dead.size} units of {side} are constant on the "
         f"{where} samples (first indices {first}); their correlations count as 0"
     )
-    warnings.warn(with_context(message, context), DeadUnitWarning, stacklevel=4)
+    return with_context(message, context)
 
 
 @dataclass
@@ -185,6 +190,7 @@ class PairCross:
 
     covariance: np.ndarray  # XcᵀYc on the training samples, p × q
     correlation: np.ndarray  # Pearson correlations, p × q, 0 for dead units
+    assignment: tuple[np.ndarray, np.ndarray] | None = None  # Hungarian (rows, columns), set on first use
 
 
 def pair_cross(source: FoldBlock, target: FoldBlock) -> PairCross:

@@ -27,6 +27,7 @@ def score_pairs(
     seed: int = 0,
     options: Mapping[str, Mapping[str, Any]] | None = None,
     context: str | None = None,
+    workers: int = 1,
 ) -> dict[tuple[Hashable, Hashable], dict[str, float]]:
     """Score every unordered pair of seeds of one layer under several metrics.
 
@@ -46,6 +47,10 @@ def score_pairs(
     context : str, optional
         Text prefixed to error and warning messages, for example
         ``"layer 'layer1.0.conv1'"``.
+    workers : int
+        Threads that evaluate the cross-validation folds concurrently (at
+        most ``folds`` are used). The scores do not depend on it: each fold
+        runs the same code, and warnings are issued in fold order.
 
     Returns
     -------
@@ -70,7 +75,9 @@ def score_pairs(
     if stray:
         raise fail(f"options were given for metrics that were not requested: {stray}; requested: {names}", context)
 
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise fail(f"workers must be a positive integer; found {workers!r}", context)
     jobs = [make_job(name, options.get(name), context) for name in names]
     side_names = {label: f"seed {label}" for label in features}
     arrays, _ = _engine.convert_inputs(features, side_names, context)
-    return _engine.evaluate(arrays, side_names, jobs, folds, seed, context)
+    return _engine.evaluate(arrays, side_names, jobs, folds, seed, context, workers)

@@ -14,10 +14,17 @@ The transport plan P solves the exact optimal transport problem
 
     min_P Σ_ij P_ij (1 − R_ij)  subject to  P ≥ 0,  P 1 = 1/p,  Pᵀ 1 = 1/q,
 
-solved by POT's network simplex (``ot.emd``) in float64. The score is
-Σ_ij P_ij r_ij with r the held-out correlations, averaged over folds. For
-p = q the optimal plans include the permutation matrices scaled by 1/p, so
-the score equals the permutation score when the optimum is unique.
+solved in float64. The score is Σ_ij P_ij r_ij with r the held-out
+correlations, averaged over folds.
+
+For p ≠ q the plan comes from POT's network simplex (``ot.emd``). For p = q
+the feasible plans are the doubly stochastic matrices scaled by 1/p, whose
+vertices are the permutation matrices (Birkhoff-von Neumann), so a linear
+cost attains its minimum at a permutation. The Hungarian assignment is
+therefore an exact optimal plan, found in a fraction of the network
+simplex's time, and the score equals the permutation score. When several
+plans tie (for example around dead units), ``ot.emd`` may return another
+optimal vertex; both are optimal, but their held-out scores can differ.
 
 Dead units have correlation 0 with every unit, in R and in r.
 """
@@ -61,9 +68,19 @@ def held_out_correlations(first: FoldBlock, second: FoldBlock, rows: np.ndarray,
     return np.einsum("ij,ij->j", left, right) / m
 
 
+def assignment(cross: PairCross) -> tuple[np.ndarray, np.ndarray]:
+    """Return the Hungarian assignment (rows, columns) maximizing the summed training correlation.
+
+    Cached on ``cross``, so permutation and soft matching share one solve per pair and fold.
+    """
+    if cross.assignment is None:
+        cross.assignment = linear_sum_assignment(cross.correlation, maximize=True)
+    return cross.assignment
+
+
 def permutation_kernel(first: FoldBlock, second: FoldBlock, cross: PairCross) -> float:
     """Return the permutation score of one pair on one fold."""
-    rows, columns = linear_sum_assignment(cross.correlation, maximize=True)
+    rows, columns = assignment(cross)
     return float(held_out_correlations(first, second, rows, columns).mean())
 
 
@@ -103,14 +120,30 @@ def transport_plan(correlation: np.ndarray) -> np.ndarray:
     return plan
 
 
+def permutation_plan(cross: PairCross) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return the optimal plan of an equal-width pair as (rows, columns, mass): a permutation scaled by 1/p.
+
+    Raises RuntimeError unless the assignment matches every unit exactly once.
+    """
+    p = cross.correlation.shape[0]
+    rows, columns = assignment(cross)
+    if not (np.array_equal(np.sort(rows), np.arange(p)) and np.array_equal(np.sort(columns), np.arange(p))):
+        raise RuntimeError(f"the Hungarian assignment of a {p} × {p} cost matrix is not a permutation")
+    return rows, columns, np.full(p, 1.0 / p)
+
+
 def soft_matching_kernel(first: FoldBlock, second: FoldBlock, cross: PairCross) -> float:
     """Return the soft-matching score of one pair on one fold."""
-    plan = transport_plan(cross.correlation)
-
-    # The plan has at most p + q − 1 non-zero entries, so only those held-out correlations are needed.
-    rows, columns = np.nonzero(plan > 0)
+    p, q = cross.correlation.shape
+    if p == q:
+        rows, columns, mass = permutation_plan(cross)
+    else:
+        plan = transport_plan(cross.correlation)
+        # The plan has at most p + q − 1 non-zero entries, so only those held-out correlations are needed.
+        rows, columns = np.nonzero(plan > 0)
+        mass = plan[rows, columns]
     correlations = held_out_correlations(first, second, rows, columns)
-    return float(np.dot(plan[rows, columns], correlations))
+    return float(np.dot(mass, correlations))
 
 
 def permutation_score(X: Any, Y: Any, *, folds: int = 5, seed: int = 0, context: str | None = None) -> float:
