@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ._stats import DeadUnitWarning, FullPair, build_fold_block, build_full_block, make_folds, pair_cross
-from ._validation import check_fold_settings, check_same_samples, to_float64, with_context
+from ._validation import check_fold_settings, check_same_samples, to_float_array, with_context
 
 
 class UndefinedScoreWarning(RuntimeWarning):
@@ -48,8 +48,13 @@ class Job:
 def convert_inputs(
     features: Mapping[Hashable, Any], side_names: Mapping[Hashable, str], context: str | None
 ) -> tuple[dict[Hashable, np.ndarray], int]:
-    """Convert every input to float64 and check that the sample counts agree."""
-    arrays = {label: to_float64(value, side_names[label], context) for label, value in features.items()}
+    """Check every input and that the sample counts agree.
+
+    Float inputs keep their dtype here; each fold or full-data block is
+    converted to float64 when it is built, so the peak memory holds one
+    float64 copy of a block rather than of every input.
+    """
+    arrays = {label: to_float_array(value, side_names[label], context) for label, value in features.items()}
     n = check_same_samples({side_names[label]: array.shape for label, array in arrays.items()}, context)
     return arrays, n
 

@@ -54,7 +54,11 @@ def make_folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarr
 
 def dead_units(block: np.ndarray, std: np.ndarray) -> np.ndarray:
     """Return the boolean mask of units whose variance is zero relative to their scale."""
-    scale = np.abs(block).max(axis=0)
+    return dead_mask(std, np.abs(block).max(axis=0))
+
+
+def dead_mask(std: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """Return ``std <= DEAD_RTOL * scale``, ``scale`` being each unit's largest absolute value."""
     return std <= DEAD_RTOL * scale
 
 
@@ -97,6 +101,7 @@ class FoldBlock:
     test_standardized: np.ndarray  # held-out block z-scored with held-out statistics, dead columns zero
     test_dead: np.ndarray
     _gram_eigen: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
+    _test_in_eigenbasis: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def width(self) -> int:
@@ -120,6 +125,12 @@ class FoldBlock:
             self._gram_eigen = (np.maximum(eigenvalues, 0.0), eigenvectors)
         return self._gram_eigen
 
+    def test_in_eigenbasis(self) -> np.ndarray:
+        """Return the held-out block, standardized with the training statistics, times V from :meth:`gram_eigen`."""
+        if self._test_in_eigenbasis is None:
+            self._test_in_eigenbasis = (self.test_centred / self.train_std) @ self.gram_eigen()[1]
+        return self._test_in_eigenbasis
+
 
 def build_fold_block(
     data: np.ndarray,
@@ -135,14 +146,16 @@ def build_fold_block(
 
     The caller issues the messages as :class:`DeadUnitWarning`, in a fixed order.
     """
-    train = data[training]
-    test = data[held_out]
+    # Sums run in float64 whatever the input dtype; indexing copies, so centring in place is safe.
+    train_centred = np.asarray(data[training], dtype=np.float64)
+    test = np.asarray(data[held_out], dtype=np.float64)
 
     # Every later fit uses only these training statistics.
-    mean = train.mean(axis=0)
-    train_centred = train - mean
+    scale = np.abs(train_centred).max(axis=0)
+    mean = train_centred.mean(axis=0)
+    train_centred -= mean
     std = np.sqrt(np.mean(train_centred * train_centred, axis=0))
-    train_dead = dead_units(train, std)
+    train_dead = dead_mask(std, scale)
     std = np.where(train_dead, 1.0, std)
     train_centred[:, train_dead] = 0.0
 
@@ -223,7 +236,8 @@ class FullBlock:
 
 
 def build_full_block(data: np.ndarray, side: str, context: str | None = None) -> FullBlock:
-    """Centre ``data`` on all samples and mark its dead units."""
+    """Centre ``data`` on all samples (in float64) and mark its dead units."""
+    data = np.asarray(data, dtype=np.float64)
     centred = data - data.mean(axis=0)
     std = np.sqrt(np.mean(centred * centred, axis=0))
     dead = dead_units(data, std)

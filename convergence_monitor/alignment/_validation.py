@@ -41,19 +41,34 @@ def to_float64(array: Any, name: str, context: str | None = None) -> np.ndarray:
     """Convert a samples × units matrix to a finite float64 numpy array.
 
     Accepts numpy arrays and torch tensors on any device and of any real
-    dtype (float16 and bfloat16 included). Torch tensors are converted in
-    torch first because numpy has no bfloat16.
+    dtype (float16 and bfloat16 included).
+    """
+    return to_float_array(array, name, context).astype(np.float64, copy=False)
+
+
+def to_float_array(array: Any, name: str, context: str | None = None) -> np.ndarray:
+    """Check a samples × units matrix and return it as a finite numpy float array.
+
+    float16, float32 and float64 inputs keep their dtype, so a caller can
+    convert one block at a time to float64 instead of holding a float64 copy
+    of every input. Integers and booleans become float64; torch bfloat16
+    becomes float32, which represents every bfloat16 value exactly. Torch tensors
+    move to the CPU.
     """
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
         if array.is_complex():
             raise fail(f"{name} must be real-valued; found a tensor of dtype {array.dtype}", context)
-        array = array.detach().to(device="cpu", dtype=torch.float64).numpy()
+        array = array.detach().cpu()
+        if array.dtype == torch.bfloat16:
+            array = array.to(torch.float32)
+        array = array.numpy()
 
     result = np.asarray(array)
     if result.dtype.kind not in "biuf":
         raise fail(f"{name} must be a real numeric array; found dtype {result.dtype}", context)
-    result = result.astype(np.float64, copy=False)
+    if result.dtype.kind != "f" or result.dtype.itemsize < 2:
+        result = result.astype(np.float64)
 
     if result.ndim != 2:
         raise fail(

@@ -59,7 +59,10 @@ DEFAULT_RELATIVE_ALPHAS = 10.0 ** np.linspace(-6.0, 5.0, 23)
 def select_alpha(
     source: FoldBlock, target: FoldBlock, cross: PairCross, relative_alphas: np.ndarray
 ) -> tuple[float, np.ndarray]:
-    """Return the GCV-selected penalty and the matching ridge coefficients (p × q).
+    """Return the GCV-selected penalty and the ridge coefficients in the eigenbasis of ZᵀZ (p × q).
+
+    The coefficients on the standardized source units are ``V @ shrunk``, V
+    the eigenvectors from ``source.gram_eigen()``.
 
     ``cross`` must have ``source`` as its source side and ``target`` as its
     target side.
@@ -88,14 +91,16 @@ def select_alpha(
 
     best = int(np.argmin(scores))
     alpha = float(alphas[best])
-    coefficients = eigenvectors @ (rotated / (eigenvalues + alpha)[:, None])
-    return alpha, coefficients
+    # Coefficients in the eigenbasis: B(α) = V · shrunk, so predictions never need V · shrunk itself.
+    shrunk = rotated / (eigenvalues + alpha)[:, None]
+    return alpha, shrunk
 
 
 def ridge_direction_score(source: FoldBlock, target: FoldBlock, cross: PairCross, relative_alphas: np.ndarray) -> float:
     """Return the held-out ridge score of one direction (source → target) on one fold."""
-    _, coefficients = select_alpha(source, target, cross, relative_alphas)
-    predicted = (source.test_centred / source.train_std) @ coefficients
+    _, shrunk = select_alpha(source, target, cross, relative_alphas)
+    # (Z_test V) is shared by every target of this source, and costs less than forming V · shrunk.
+    predicted = source.test_in_eigenbasis() @ shrunk
     correlations = column_correlations(predicted, target.test_standardized)
     return float(correlations.mean())
 
