@@ -16,7 +16,7 @@ seeds × Σ units over layers × probe images × 4 bytes (float32).
 
 (b) One layer of 200,000 units (a 320-channel convolution on 25 × 25
 inputs, flattened) captured for 2 seeds on 200 probe images and scored
-with ``score_pairs``, with ``max_units=4096`` (the callback's default)
+with ``score_pairs``, with ``max_units=1024`` (the callback's default)
 minus a child that only runs the same forward passes. The uncapped
 case is run only when ``--uncapped`` is given, because the metric core's
 p × q float64 matrices alone would need 200,000² × 8 bytes.
@@ -46,7 +46,7 @@ from convergence_monitor.capture import capture_features  # noqa: E402
 SEEDS = [0, 1, 2, 3]
 WIDE_CHANNELS, WIDE_SIZE = 320, 25  # 320 × 25 × 25 = 200,000 units after flattening
 WIDE_SAMPLES = 200
-MAX_UNITS = 4096
+MAX_UNITS = 1024
 
 
 def peak_rss_bytes() -> int:

@@ -3,10 +3,13 @@
     python bench/overhead.py              # (a) probe step / training step, (b) 2-epoch run with / without
     python bench/overhead.py --quick      # fewer repeats and a 2 × 50-step run for (b)
     python bench/overhead.py --mnist-job  # also the default MNIST job with / without (several minutes)
+    python bench/overhead.py --setup cifar10  # (a) and (b) with configs/cifar10.yaml's ResNet-18, batch 128
 
 (a) One probe step (1,000 MNIST probe images, 4 resnet10t seeds, default
 layers, the five default metrics, 5 folds) divided by one training step of
-the same 4 seeds, batch 64. Both run in one Trainer: after every
+the same 4 seeds, batch 64. With ``--setup cifar10``: 4 resnet18 seeds
+(3 input channels) on synthetic 32 × 32 images, batch 128, the network
+and batch of configs/cifar10.yaml. Both run in one Trainer: after every
 ``--train-between`` training steps the callback's ``_probe`` runs once, so
 probe and training steps interleave. The ratio per probe is the probe time
 over the median of the training steps just before it; the figure is the
@@ -27,7 +30,8 @@ of train/multiseed.py with a CSVLogger in place of TensorBoard and W&B.
 (d) With ``--per-metric``, and in place of (a) to (c): the time of
 ``score_pairs`` for each default metric on the pre-logits layer (512
 units) of 4 untrained seeds on the probe set, each metric's share of
-their sum.
+their sum, and the time of all five in one call with one fold thread
+against the callback's default ``metric_workers``.
 
 Only CPU runs were measured. Each figure is printed with the load average
 beside it, because other processes on a small machine change absolute times.
@@ -56,6 +60,22 @@ from convergence_monitor.schedule import ProbeSchedule  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SEEDS = [0, 1, 2, 3]
+# Two training set-ups: the default MNIST job's small network, and configs/cifar10.yaml's ResNet-18.
+SETUPS = {
+    "mnist": {"arch": "resnet10t", "in_chans": 1, "batch_size": 64},
+    "cifar10": {"arch": "resnet18", "in_chans": 3, "batch_size": 128},
+}
+
+
+def make_module(setup: str) -> MultiSeedModule:
+    config = SETUPS[setup]
+    return MultiSeedModule(arch=config["arch"], seeds=SEEDS, in_chans=config["in_chans"], num_classes=10)
+
+
+def make_synthetic(setup: str, steps_per_epoch: int) -> SyntheticDataModule:
+    config = SETUPS[setup]
+    return SyntheticDataModule(steps_per_epoch=steps_per_epoch, size=32, channels=config["in_chans"],
+                               num_seeds=len(SEEDS), batch_size=config["batch_size"])
 
 
 def make_trainer(root: str, callbacks: list, **kwargs) -> pl.Trainer:
@@ -109,19 +129,25 @@ class InterleavedProbes(pl.Callback):
         })
 
 
-def probe_versus_train(probes: int, every: int) -> float:
-    print(f"\n(a) one probe step / one training step (4 seeds of resnet10t, MNIST, batch 64, "
-          f"probe every {every} training steps, {probes} probes)")
+def probe_versus_train(setup: str, probes: int, every: int) -> float:
+    config = SETUPS[setup]
+    source = "MNIST" if setup == "mnist" else "synthetic 32 x 32 RGB"
+    print(f"\n(a) one probe step / one training step (4 seeds of {config['arch']}, {source}, "
+          f"batch {config['batch_size']}, probe every {every} training steps, {probes} probes)")
     convergence = ConvergenceCallback()
     interleaved = InterleavedProbes(convergence, every=every, warmup=every)
-    module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10)
-    data = MNISTDataModule(num_seeds=len(SEEDS), batch_size=64)
+    module = make_module(setup)
+    if setup == "mnist":
+        data = MNISTDataModule(num_seeds=len(SEEDS), batch_size=config["batch_size"])
+    else:
+        data = make_synthetic(setup, steps_per_epoch=every * (probes + 1))
     with tempfile.TemporaryDirectory() as root:
         trainer = make_trainer(root, [interleaved], max_steps=every * probes, max_epochs=-1)
         trainer.fit(module, datamodule=data)
 
     print(f"    probe set: {len(convergence.probe_sets[0])} images, {len(convergence.layers)} layers, "
-          f"metrics {', '.join(convergence.metrics)}, {convergence.folds} folds")
+          f"metrics {', '.join(convergence.metrics)}, {convergence.folds} folds, "
+          f"{convergence.metric_workers} metric worker threads")
     ratios = []
     for index, record in enumerate(interleaved.records, start=1):
         ratio = record["probe_s"] / record["train_s"]
@@ -137,10 +163,10 @@ def probe_versus_train(probes: int, every: int) -> float:
     return median(ratios)
 
 
-def timed_fit(steps_per_epoch: int, with_callback: bool) -> tuple[float, int]:
+def timed_fit(setup: str, steps_per_epoch: int, with_callback: bool) -> tuple[float, int]:
     """Return the wall time of a 2-epoch fit on synthetic data and the number of probe steps."""
-    module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10)
-    data = SyntheticDataModule(steps_per_epoch=steps_per_epoch, size=32, num_seeds=len(SEEDS), batch_size=64)
+    module = make_module(setup)
+    data = make_synthetic(setup, steps_per_epoch)
     data.setup("fit")
     callbacks = [ConvergenceCallback()] if with_callback else []
     with tempfile.TemporaryDirectory() as root:
@@ -161,13 +187,14 @@ def project_run_ratio(steps_per_epoch: int, probe_ratio: float) -> None:
           f"{1 + probes * probe_ratio / total:.2f}")
 
 
-def run_with_versus_without(steps_per_epoch: int, pairs: int) -> None:
-    print(f"\n(b) 2-epoch run with ConvergenceCallback() / without (4 seeds of resnet10t, synthetic 32 x 32, "
-          f"batch 64, {steps_per_epoch} steps per epoch, {pairs} alternating pairs)")
+def run_with_versus_without(setup: str, steps_per_epoch: int, pairs: int) -> None:
+    config = SETUPS[setup]
+    print(f"\n(b) 2-epoch run with ConvergenceCallback() / without (4 seeds of {config['arch']}, synthetic "
+          f"32 x 32, batch {config['batch_size']}, {steps_per_epoch} steps per epoch, {pairs} alternating pairs)")
     ratios = []
     for index in range(1, pairs + 1):
-        without, _ = timed_fit(steps_per_epoch, with_callback=False)
-        with_, probes = timed_fit(steps_per_epoch, with_callback=True)
+        without, _ = timed_fit(setup, steps_per_epoch, with_callback=False)
+        with_, probes = timed_fit(setup, steps_per_epoch, with_callback=True)
         ratios.append(with_ / without)
         print(f"    pair {index}: without {without:.1f} s, with {with_:.1f} s ({probes} probe steps), "
               f"ratio {ratios[-1]:.3f}, load {load_average()}")
@@ -225,7 +252,7 @@ def metric_split(repeats: int) -> None:
     layer = "pre_logits"
     features = {}
     for label, model in module.seed_models().items():
-        captured, _ = capture_features(model, images, default_layers(model), max_units=4096)
+        captured, _ = capture_features(model, images, default_layers(model), max_units=ConvergenceCallback().max_units)
         features[label] = captured[layer]
     print(f"\n(d) score_pairs time per metric: layer {layer} ({features['0'].shape[1]} units), "
           f"{images.shape[0]} probe images, 4 untrained seeds (6 pairs), 5 folds, BLAS 1 thread, {repeats} repeats")
@@ -242,6 +269,19 @@ def metric_split(repeats: int) -> None:
         print(f"    {name}: {median(values):.2f} s ({median(values) / total:.0%})")
     print(f"    sum {total:.2f} s; load {load_average()}")
 
+    # The callback scores folds on several threads; compare with one thread, alternating.
+    workers = ConvergenceCallback().metric_workers
+    together = {1: [], workers: []}
+    with threadpool_limits(1):
+        for _ in range(repeats):
+            for count in together:
+                started = time.perf_counter()
+                alignment.score_pairs(features, list(DEFAULT_METRICS), folds=5, seed=0, workers=count)
+                together[count].append(time.perf_counter() - started)
+    print(f"    all five metrics in one call: {median(together[1]):.2f} s with 1 fold thread, "
+          f"{median(together[workers]):.2f} s with {workers}, ratio {median(together[1]) / median(together[workers]):.2f}; "
+          f"load {load_average()}")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -254,6 +294,8 @@ def main() -> None:
                         help="time each metric on one layer (d) instead of (a) and (b)")
     parser.add_argument("--mnist-job", action="store_true", help="also time the default MNIST job (c)")
     parser.add_argument("--mnist-pairs", type=int, default=1, help="with/without pairs in (c)")
+    parser.add_argument("--setup", choices=sorted(SETUPS), default="mnist",
+                        help="network and batch for (a) and (b): the default MNIST job's or configs/cifar10.yaml's")
     parser.add_argument("--torch-threads", type=int, default=None,
                         help="torch intra-op threads for training and probe forward passes (default: torch's own)")
     arguments = parser.parse_args()
@@ -267,10 +309,10 @@ def main() -> None:
         metric_split(repeats=2 if arguments.quick else 3)
         return
     probes, steps_per_epoch, pairs = (3, 50, 1) if arguments.quick else (arguments.probes, 400, arguments.pairs)
-    probe_ratio = probe_versus_train(probes=probes, every=arguments.train_between)
+    probe_ratio = probe_versus_train(arguments.setup, probes=probes, every=arguments.train_between)
     project_run_ratio(steps_per_epoch, probe_ratio)
     if not arguments.skip_run:
-        run_with_versus_without(steps_per_epoch=steps_per_epoch, pairs=pairs)
+        run_with_versus_without(arguments.setup, steps_per_epoch=steps_per_epoch, pairs=pairs)
     if arguments.mnist_job:
         mnist_with_versus_without(arguments.mnist_pairs, arguments.torch_threads)
 

@@ -77,7 +77,11 @@ class ConvergenceCallback(Callback):
         position_budget: samples kept per layer in ``positions`` mode.
         max_units: layers wider than this keep a fixed seeded subset of
             ``max_units`` units (``None``: keep all), which bounds the
-            metric core's p × p matrices.
+            metric core's p × p matrices. The default is 1,024 because
+            the fitted metrics cost O(p³) time per pair and fold (a
+            4,096-unit cap costs 64 times as much), and because the default
+            probe set trains each fold on 800 samples, so wider maps are
+            underdetermined anyway.
         first_epoch_points: log-spaced probe steps in the first epoch.
         interval: probe interval in steps after the first epoch (``None``:
             half an epoch).
@@ -124,7 +128,7 @@ class ConvergenceCallback(Callback):
         sample_mode: str = "center",
         token_mode: str = "cls",
         position_budget: int = 4000,
-        max_units: int | None = 4096,
+        max_units: int | None = 1024,
         first_epoch_points: int = 16,
         interval: int | None = None,
         null_draws: int = 0,
