@@ -210,7 +210,12 @@ def capture_features(
     offset = 0
 
     def record(layer: str, tensor: torch.Tensor) -> None:
-        chunks[layer].append(reducer(tensor, offset).cpu())
+        matrix = reducer(tensor, offset).cpu()
+        # A slice such as the centre position or the class token is a view, and a kept view would
+        # hold the layer's whole output batch in memory until the end of the capture.
+        if matrix.untyped_storage().nbytes() > matrix.numel() * matrix.element_size():
+            matrix = matrix.clone()
+        chunks[layer].append(matrix)
 
     handles = []
     for layer in layers:

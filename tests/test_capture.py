@@ -54,6 +54,27 @@ def test_capture_center_takes_middle_position():
     torch.testing.assert_close(features["0"], expected)
 
 
+@pytest.mark.parametrize("sample_mode", ["center", "mean", "positions"])
+def test_capture_keeps_no_view_of_a_whole_output_batch(monkeypatch, sample_mode):
+    # A kept slice of an output (a view) would hold the whole output batch in memory until the capture ends.
+    kept = []
+    concatenate = torch.cat
+
+    def recording_cat(tensors, *args, **kwargs):
+        kept.extend(tensors)
+        return concatenate(tensors, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "cat", recording_cat)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2))
+    images = torch.randn(12, 1, 9, 9)
+    features, _ = capture_features(model, images, ["0"], sample_mode=sample_mode, position_budget=30, batch_size=4)
+    chunks = [chunk for chunk in kept if chunk.shape[-1] == 8]
+    assert len(chunks) == 3
+    for chunk in chunks:
+        assert chunk.untyped_storage().nbytes() == chunk.numel() * chunk.element_size()
+    assert features["0"].shape[1] == 8
+
+
 def test_capture_positions_same_samples_for_every_batch_size(resnet):
     images = torch.randn(12, 1, 28, 28)
     whole, _ = capture_features(resnet, images, ["conv1.0"], sample_mode="positions", position_budget=50, batch_size=12)
