@@ -164,3 +164,15 @@ def test_fold_threads_give_bitwise_equal_scores_and_the_same_warnings():
 def test_score_pairs_rejects_bad_worker_counts(workers):
     with pytest.raises(AlignmentInputError, match="workers must be a positive integer"):
         score_pairs(seed_features({"a": 4, "b": 4}), "procrustes", workers=workers)
+
+
+def test_a_solver_error_on_a_fold_thread_reaches_the_caller(monkeypatch):
+    import ot
+
+    def failing(*args, **kwargs):
+        raise RuntimeError("solver failed on purpose")
+
+    monkeypatch.setattr(ot, "emd", failing)
+    features = seed_features({"a": 5, "b": 6, "c": 7})
+    with pytest.raises(RuntimeError, match="solver failed on purpose"):
+        score_pairs(features, ["soft_matching"], folds=5, workers=3)

@@ -55,9 +55,11 @@ def _pad_columns(block: np.ndarray, width: int) -> np.ndarray:
 def orthogonal_map(cross: PairCross) -> np.ndarray:
     """Return the d × d orthogonal Q = U Vᵀ from the SVD of the zero-padded training Xcᵀ Yc."""
     p, q = cross.covariance.shape
-    width = max(p, q)
-    padded = np.zeros((width, width))
-    padded[:p, :q] = cross.covariance
+    padded = cross.covariance
+    if p != q:
+        width = max(p, q)
+        padded = np.zeros((width, width))
+        padded[:p, :q] = cross.covariance
     left, _, right = np.linalg.svd(padded)
     return left @ right
 
