@@ -54,13 +54,13 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def child_run(with_callback: bool) -> dict:
+def child_run(with_callback: bool, metric_workers: int | None) -> dict:
     import pytorch_lightning as pl
 
     quiet_lightning()
     module = MultiSeedModule(arch="resnet10t", seeds=SEEDS, in_chans=1, num_classes=10, lr_schedule="constant")
     data = SyntheticDataModule(steps_per_epoch=2, size=28, num_seeds=len(SEEDS), batch_size=64, probe_size=1000)
-    callbacks = [ConvergenceCallback(first_epoch_points=1)] if with_callback else []
+    callbacks = [ConvergenceCallback(first_epoch_points=1, metric_workers=metric_workers)] if with_callback else []
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
             accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
@@ -71,10 +71,13 @@ def child_run(with_callback: bool) -> dict:
     result = {"peak_rss": peak_rss_bytes()}
     if with_callback:
         callback = callbacks[0]
-        features, _ = callback._capture(callback.probe_sets[0], module.seed_models())
-        units = sum(matrix.shape[1] for matrix in features[str(SEEDS[0])].values())
+        # Layer widths from two images, after the peak has been read, so this capture cannot raise it.
+        images = callback.probe_sets[0].images[:2]
+        features, _ = capture_features(module.models[0], images, callback.layers, max_units=callback.max_units)
+        units = sum(matrix.shape[1] for matrix in features.values())
         result.update(units=units, samples=len(callback.probe_sets[0]), probe_steps=callback.timings["probe_steps"],
-                      store_bytes=len(SEEDS) * units * len(callback.probe_sets[0]) * 4)
+                      store_bytes=len(SEEDS) * units * len(callback.probe_sets[0]) * 4,
+                      metric_workers=callback.metric_workers)
     return result
 
 
@@ -115,8 +118,10 @@ def child_wide(case: str, metrics: list[str]) -> dict:
     return {"peak_rss": peak_rss_bytes(), "width": width, "scores": scores[(0, 1)]}
 
 
-def run_child(case: str, metrics: list[str]) -> dict:
+def run_child(case: str, metrics: list[str], metric_workers: int | None = None) -> dict:
     arguments = [sys.executable, __file__, "--child", case, "--wide-metrics", ",".join(metrics)]
+    if metric_workers is not None:
+        arguments += ["--metric-workers", str(metric_workers)]
     completed = subprocess.run(arguments, check=True, capture_output=True, text=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
@@ -125,17 +130,18 @@ def mib(count: float) -> str:
     return f"{count / 2**20:.1f} MiB"
 
 
-def measure_run(pairs: int) -> None:
+def measure_run(pairs: int, metric_workers: int | None) -> None:
     print(f"\n(a) peak RSS of a 2-step run with ConvergenceCallback minus without ({pairs} alternating pairs)")
     ratios = []
     for index in range(1, pairs + 1):
         without = run_child("run-without", [])
-        with_ = run_child("run-with", [])
+        with_ = run_child("run-with", [], metric_workers)
         added = with_["peak_rss"] - without["peak_rss"]
         ratios.append(added / with_["store_bytes"])
         print(f"    pair {index}: without {mib(without['peak_rss'])}, with {mib(with_['peak_rss'])} "
               f"({with_['probe_steps']} probe steps), added {mib(added)}; feature store {len(SEEDS)} seeds x "
               f"{with_['units']} units x {with_['samples']} images x 4 B = {mib(with_['store_bytes'])}; "
+              f"{with_['metric_workers']} metric worker threads; "
               f"ratio {ratios[-1]:.2f}, load {load_average()}")
     print(f"    median added / feature store {median(ratios):.2f} (target <= 1.5); load {load_average()}")
 
@@ -174,13 +180,16 @@ def main() -> None:
     parser.add_argument("--uncapped", action="store_true",
                         help="also score the 200,000-unit layer without max_units (needs hundreds of GiB)")
     parser.add_argument("--skip-run", action="store_true", help="measure (b) only")
+    parser.add_argument("--skip-wide", action="store_true", help="measure (a) only")
+    parser.add_argument("--metric-workers", type=int, default=None,
+                        help="ConvergenceCallback(metric_workers=...) in (a) (default: the callback's default)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     metrics = [name for name in arguments.wide_metrics.split(",") if name]
 
     if arguments.child:
         if arguments.child.startswith("run-"):
-            result = child_run(arguments.child == "run-with")
+            result = child_run(arguments.child == "run-with", arguments.metric_workers)
         else:
             result = child_wide(arguments.child, metrics)
         print(json.dumps(result, default=float))
@@ -189,8 +198,9 @@ def main() -> None:
     print_machine()
     pairs = 1 if arguments.quick else arguments.pairs
     if not arguments.skip_run:
-        measure_run(pairs)
-    measure_wide(pairs, metrics, arguments.uncapped)
+        measure_run(pairs, arguments.metric_workers)
+    if not arguments.skip_wide:
+        measure_wide(pairs, metrics, arguments.uncapped)
 
 
 if __name__ == "__main__":
