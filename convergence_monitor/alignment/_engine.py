@@ -37,6 +37,8 @@ class Job:
     ``kernel(first, second, pair, **options)`` with two
     :class:`~._stats.FullBlock` and a :class:`~._stats.FullPair`.
     ``check(n, widths, context)`` raises on inputs the metric rejects.
+    ``prepare(block)`` fills a fold kernel's per-seed caches on a
+    :class:`~._stats.FoldBlock` before any pair of the fold is scored.
     """
 
     name: str
@@ -44,6 +46,7 @@ class Job:
     uses_folds: bool
     options: Mapping[str, Any] = field(default_factory=dict)
     check: Callable[[int, Mapping[str, int], str | None], None] | None = None
+    prepare: Callable[[Any], None] | None = None
 
 
 def convert_inputs(
@@ -117,54 +120,54 @@ def _evaluate_full(arrays, side_names, pairs, jobs, values, context) -> None:
 
 def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, context, workers) -> None:
     n = next(iter(arrays.values())).shape[0]
-    splits = make_folds(n, folds, seed)
+    names = [job.name for job in jobs]
+    per_fold = {pair: {name: [] for name in names} for pair in pairs}
+    undefined: set = set()
+    preparers = [job.prepare for job in jobs if job.prepare is not None]
 
-    def run_fold(fold: int):
-        # Warnings are collected here and emitted by the calling thread in fold order, because the
-        # warnings machinery is process-global and worker threads would interleave their messages.
-        training, held_out = splits[fold]
+    for fold, (training, held_out) in enumerate(make_folds(n, folds, seed)):
+        # The calling thread builds each seed's fold statistics once; every pair and metric shares them.
         notes: list[str] = []
-        # Each seed's fold statistics are computed once and shared by every pair and metric.
         blocks = {
             label: build_fold_block(array, training, held_out, fold, folds, side_names[label], context, notes)
             for label, array in arrays.items()
         }
-        constant, scores = {}, {}
-        for pair in pairs:
-            first, second = blocks[pair[0]], blocks[pair[1]]
-            sides = [side_names[label] for label in pair if blocks[label].all_dead]
-            if sides:
-                constant[pair] = sides
-                continue
-            # One training cross-covariance per pair serves every fold metric.
-            cross = pair_cross(first, second)
-            scores[pair] = {job.name: job.kernel(first, second, cross, **job.options) for job in jobs}
-        return notes, constant, scores
-
-    outcomes = _run_shared(run_fold, folds, workers)
-
-    per_fold = {pair: {job.name: [] for job in jobs} for pair in pairs}
-    undefined: set = set()
-    for fold, (notes, constant, scores) in enumerate(outcomes):
         for message in notes:
             warnings.warn(message, DeadUnitWarning, stacklevel=4)
+
+        live = []
         for pair in pairs:
             if pair in undefined:
                 continue
-            if pair in constant:
+            sides = [side_names[label] for label in pair if blocks[label].all_dead]
+            if sides:
                 where = f"on the training or held-out samples of fold {fold + 1} of {folds}"
-                _warn_undefined(constant[pair], where, [job.name for job in jobs], context)
+                _warn_undefined(sides, where, names, context)
                 undefined.add(pair)
                 continue
-            for job in jobs:
-                per_fold[pair][job.name].append(scores[pair][job.name])
+            live.append(pair)
+
+        # Per-seed caches are filled before the pairs run, so no two threads fill the same one.
+        used = [label for label in arrays if any(label in pair for pair in live)]
+        if preparers:
+            _run_shared(lambda index: [prepare(blocks[used[index]]) for prepare in preparers], len(used), workers)
+
+        def score_pair(index: int) -> dict[str, float]:
+            first, second = blocks[live[index][0]], blocks[live[index][1]]
+            # One training cross-covariance per pair serves every fold metric.
+            cross = pair_cross(first, second)
+            return {job.name: job.kernel(first, second, cross, **job.options) for job in jobs}
+
+        for pair, scores in zip(live, _run_shared(score_pair, len(live), workers)):
+            for name in names:
+                per_fold[pair][name].append(scores[name])
 
     for pair in pairs:
-        for job in jobs:
+        for name in names:
             if pair in undefined:
-                values[pair][job.name] = float("nan")
+                values[pair][name] = float("nan")
             else:
-                values[pair][job.name] = float(np.mean(per_fold[pair][job.name]))
+                values[pair][name] = float(np.mean(per_fold[pair][name]))
 
 
 def _run_shared(task: Callable[[int], Any], count: int, workers: int) -> list:
@@ -172,10 +175,11 @@ def _run_shared(task: Callable[[int], Any], count: int, workers: int) -> list:
 
     The tasks are independent, and NumPy, LAPACK and the matching solvers
     release the GIL, so the threads use several cores. Each task runs the
-    same code whichever thread runs it. The calling thread takes tasks too:
-    glibc gives each thread its own malloc arena, and a new arena cannot
-    reuse the memory that training freed in the calling thread's arena, so
-    fewer new threads means a lower peak resident size.
+    same code whichever thread runs it. The calling thread takes tasks too,
+    and the fold statistics are built by the calling thread only: glibc
+    gives each thread its own malloc arena, and a new arena cannot reuse
+    the memory that training freed in the calling thread's arena, so the
+    less the helper threads allocate, the lower the peak resident size.
     """
     helpers = min(workers, count) - 1
     if helpers < 1:

@@ -96,6 +96,12 @@ def select_alpha(
     return alpha, shrunk
 
 
+def prepare_fold_block(block: FoldBlock) -> None:
+    """Compute the Gram eigendecomposition and held-out projection that every direction from ``block`` reads."""
+    block.gram_eigen()
+    block.test_in_eigenbasis()
+
+
 def ridge_direction_score(source: FoldBlock, target: FoldBlock, cross: PairCross, relative_alphas: np.ndarray) -> float:
     """Return the held-out ridge score of one direction (source → target) on one fold."""
     _, shrunk = select_alpha(source, target, cross, relative_alphas)

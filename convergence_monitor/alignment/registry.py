@@ -161,7 +161,8 @@ def make_job(name: str, options: Mapping[str, Any] | None, context: str | None) 
         options["symmetric"] = bool(options["symmetric"])
 
     kernel, check = _KERNELS[name]
-    return Job(name=name, kernel=kernel, uses_folds=info.uses_folds, options=options, check=check)
+    prepare = linear.prepare_fold_block if name == "linear_regression" else None
+    return Job(name=name, kernel=kernel, uses_folds=info.uses_folds, options=options, check=check, prepare=prepare)
 
 
 def score(name: str, X: Any, Y: Any, **options: Any) -> float:
