@@ -175,11 +175,13 @@ def _run_shared(task: Callable[[int], Any], count: int, workers: int) -> list:
 
     The tasks are independent, and NumPy, LAPACK and the matching solvers
     release the GIL, so the threads use several cores. Each task runs the
-    same code whichever thread runs it. The calling thread takes tasks too,
-    and the fold statistics are built by the calling thread only: glibc
-    gives each thread its own malloc arena, and a new arena cannot reuse
-    the memory that training freed in the calling thread's arena, so the
-    less the helper threads allocate, the lower the peak resident size.
+    same code whichever thread runs it.
+
+    The calling thread takes tasks too, and builds the fold statistics
+    alone. The reason is memory: glibc gives each thread its own malloc
+    arena, and a new arena cannot reuse what training freed in the calling
+    thread's arena. The less the helper threads allocate, the lower the
+    peak resident size.
     """
     helpers = min(workers, count) - 1
     if helpers < 1:
