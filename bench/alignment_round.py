@@ -78,7 +78,9 @@ def max_difference(core, reference) -> float:
 
 def compare(n: int, width: int, seeds: int, layers: int, repeats: int) -> None:
     features = make_round(n, width, seeds, layers)
-    print(f"(a) one round: n={n}, p=q={width}, {seeds} seeds x {layers} layers, metrics {', '.join(METRICS)}")
+    print(f"(a) one round: n={n}, p=q={width}, {seeds} seeds x {layers} layers, metrics {', '.join(METRICS)}; "
+          f"core: score_pairs with workers=1; reference: scikit-learn Ridge, scipy orthogonal_procrustes and "
+          f"linear_sum_assignment, POT emd, one pair at a time (bench/reference.py)")
     ratios = []
     difference = 0.0
     for repeat in range(repeats):

@@ -75,13 +75,19 @@ class ConvergenceCallback(Callback):
         sample_mode: convolution reduction, ``center``, ``mean`` or ``positions``.
         token_mode: transformer token reduction, ``cls`` or ``mean``.
         position_budget: samples kept per layer in ``positions`` mode.
-        max_units: layers wider than this keep a fixed seeded subset of
+        max_units: layers wider than this keep a fixed subset of
             ``max_units`` units (``None``: keep all), which bounds the
-            metric core's p × p matrices. The default is 1,024 because
-            the fitted metrics cost O(p³) time per pair and fold (a
-            4,096-unit cap costs 64 times as much), and because the default
-            probe set trains each fold on 800 samples, so wider maps are
-            underdetermined anyway.
+            metric core's p × p matrices. The subset is drawn from
+            ``fold_seed`` and the layer width, so every seed and step keeps
+            the same unit indices. The default is 1,024 because the fitted
+            metrics cost O(p³) time per pair and fold (a 4,096-unit cap
+            costs 64 times as much), and because the default probe set
+            trains each fold on 800 samples, so wider maps are
+            underdetermined anyway. NOTE: on a subsampled layer a unit's
+            best partner in another seed is kept only with probability
+            max_units / width, so permutation and soft matching scores are
+            biased low there; raise ``max_units`` (and the probe size) for
+            layers such as ResNet-50's 2,048-unit pre-logits.
         first_epoch_points: log-spaced probe steps in the first epoch.
         interval: probe interval in steps after the first epoch (``None``:
             half an epoch).
@@ -109,11 +115,11 @@ class ConvergenceCallback(Callback):
             library default). One thread is the default because OpenBLAS
             threads competing with PyTorch's OpenMP threads made the round
             2 to 20 times slower on a 2-core machine (bench/blas_threads.py).
-        metric_workers: threads that score the cross-validation folds of a
-            layer concurrently, each with ``blas_threads`` BLAS threads
-            (``None``: the CPUs this process may use, at most ``folds``).
-            Training waits during the metric round, so its cores are free.
-            The scores do not depend on it.
+        metric_workers: threads that score the seed pairs of a layer
+            concurrently, each with ``blas_threads`` BLAS threads (``None``:
+            the CPUs this process may use). Training waits during the
+            metric round, so its cores are free. The scores do not depend
+            on it.
     """
 
     def __init__(
@@ -150,8 +156,8 @@ class ConvergenceCallback(Callback):
             raise ValueError("layers must name at least one layer, or be None for the architecture's defaults")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        if metric_workers is not None and (isinstance(metric_workers, bool) or not isinstance(metric_workers, int)
-                                           or metric_workers < 1):
+        if metric_workers is not None and (isinstance(metric_workers, bool)
+                                           or not isinstance(metric_workers, (int, np.integer)) or metric_workers < 1):
             raise ValueError(f"metric_workers must be a positive integer or None, got {metric_workers!r}")
         if max_units is not None and max_units < 2:
             raise ValueError(f"max_units must be at least 2 or None, got {max_units}")
@@ -206,7 +212,7 @@ class ConvergenceCallback(Callback):
         self.batch_size = batch_size
         self.frechet_layer = frechet_layer
         self.blas_threads = blas_threads
-        self.metric_workers = metric_workers if metric_workers is not None else available_cpus()
+        self.metric_workers = int(metric_workers) if metric_workers is not None else available_cpus()
 
         self.probe_sets: list[ProbeSet] = []
         self.layers: list[str] = []

@@ -211,9 +211,10 @@ def capture_features(
 
     def record(layer: str, tensor: torch.Tensor) -> None:
         matrix = reducer(tensor, offset).cpu()
-        # A slice such as the centre position or the class token is a view, and a kept view would
-        # hold the layer's whole output batch in memory until the end of the capture.
-        if matrix.untyped_storage().nbytes() > matrix.numel() * matrix.element_size():
+        # Copy whatever still shares the output's memory (the output itself, the centre position,
+        # the class token): a later in-place operation such as ReLU(inplace=True) would overwrite
+        # it, and a kept view would hold the whole output batch in memory until the capture ends.
+        if matrix.untyped_storage().data_ptr() == tensor.untyped_storage().data_ptr():
             matrix = matrix.clone()
         chunks[layer].append(matrix)
 

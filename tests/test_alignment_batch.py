@@ -176,3 +176,39 @@ def test_a_solver_error_on_a_fold_thread_reaches_the_caller(monkeypatch):
     features = seed_features({"a": 5, "b": 6, "c": 7})
     with pytest.raises(RuntimeError, match="solver failed on purpose"):
         score_pairs(features, ["soft_matching"], folds=5, workers=3)
+
+
+def test_the_error_raised_does_not_depend_on_the_thread_count(monkeypatch):
+    from convergence_monitor.alignment import procrustes
+
+    original = procrustes.fold_kernel
+
+    def failing_on_two_pairs(first, second, cross, **options):
+        if first.width + second.width in (9, 13):
+            raise RuntimeError(f"failed on widths {first.width} and {second.width}")
+        return original(first, second, cross, **options)
+
+    from convergence_monitor.alignment import registry
+
+    monkeypatch.setitem(registry._KERNELS, "procrustes", (failing_on_two_pairs, None))
+    features = seed_features({"a": 4, "b": 5, "c": 8, "d": 9})
+    raised = set()
+    for workers in (1, 2, 3, 6):
+        with pytest.raises(RuntimeError) as caught:
+            score_pairs(features, ["procrustes"], folds=3, workers=workers)
+        raised.add(str(caught.value))
+    assert raised == {"failed on widths 4 and 5"}
+
+
+def test_numpy_integer_worker_count_is_accepted():
+    features = seed_features({"a": 4, "b": 4})
+    assert score_pairs(features, "procrustes", workers=np.int64(2)) == score_pairs(features, "procrustes")
+
+
+def test_float8_and_meta_tensors():
+    torch = pytest.importorskip("torch")
+    X = torch.from_numpy(seed_features({"a": 5})["a"]).float()
+    low = X.to(torch.float8_e4m3fn)
+    assert procrustes_score(low, X) == procrustes_score(low.float(), X)
+    with pytest.raises(AlignmentInputError, match="X is a meta tensor"):
+        procrustes_score(torch.empty(90, 5, device="meta"), X)

@@ -6,6 +6,7 @@ import torch
 from _alignment_data import low_rank
 
 from convergence_monitor.alignment import (
+    METRICS,
     DeadUnitWarning,
     UndefinedScoreWarning,
     linear_regression_score,
@@ -136,3 +137,19 @@ def test_no_live_unit_on_fold_gives_nan():
     split[held_out, 1] = 0.0
     with pytest.warns(UndefinedScoreWarning, match="fold 1 of 5"):
         assert np.isnan(permutation_score(split, Y[:, :2]))
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+@pytest.mark.parametrize("factor", [1e-300, 1e-150, 1e150, 1e300])
+def test_extreme_magnitudes_give_the_ordinary_score(name, factor):
+    # Squares of 1e-300 underflow and squares of 1e300 overflow; neither may read as a constant
+    # unit, an infinite variance or a zero score.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert score(name, X * factor, Y) == pytest.approx(score(name, X, Y), rel=1e-12, abs=1e-14)
+        assert score(name, X, Y * factor) == pytest.approx(score(name, X, Y), rel=1e-12, abs=1e-14)
+
+
+@pytest.mark.parametrize("name", list(METRICS))
+def test_power_of_two_scale_leaves_the_score_bitwise_equal(name):
+    assert score(name, X * 2.0**-600, Y * 2.0**40) == score(name, X, Y)

@@ -75,6 +75,16 @@ def test_capture_keeps_no_view_of_a_whole_output_batch(monkeypatch, sample_mode)
     assert features["0"].shape[1] == 8
 
 
+def test_capture_records_the_layer_output_before_a_later_in_place_operation():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
+    images = torch.randn(10, 1, 4, 4)
+    features, _ = capture_features(model, images, ["1"], batch_size=4)
+    with torch.no_grad():
+        expected = model[1](model[0](images))
+    assert (expected < 0).any()
+    torch.testing.assert_close(features["1"], expected)
+
+
 def test_capture_positions_same_samples_for_every_batch_size(resnet):
     images = torch.randn(12, 1, 28, 28)
     whole, _ = capture_features(resnet, images, ["conv1.0"], sample_mode="positions", position_budget=50, batch_size=12)

@@ -19,7 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from ._stats import DeadUnitWarning, FullPair, build_fold_block, build_full_block, make_folds, pair_cross
+from ._stats import (
+    DeadUnitWarning,
+    FullPair,
+    build_fold_block,
+    build_full_block,
+    make_folds,
+    pair_cross,
+    power_of_two_scale,
+)
 from ._validation import check_fold_settings, check_same_samples, to_float_array, with_context
 
 
@@ -74,7 +82,7 @@ def evaluate(
 ) -> dict[tuple[Hashable, Hashable], dict[str, float]]:
     """Return ``{(label_a, label_b): {metric: value}}`` for every unordered pair in mapping order.
 
-    ``workers`` threads evaluate the folds concurrently; the result does not depend on it.
+    ``workers`` threads score the pairs of each fold concurrently; the result does not depend on it.
     """
     labels = list(arrays)
     pairs = list(itertools.combinations(labels, 2))
@@ -89,21 +97,22 @@ def evaluate(
         check_fold_settings(n, folds, seed, context)
 
     values: dict[tuple[Hashable, Hashable], dict[str, float]] = {pair: {} for pair in pairs}
+    scales = {label: power_of_two_scale(array) for label, array in arrays.items()}
     full_jobs = [job for job in jobs if not job.uses_folds]
     fold_jobs = [job for job in jobs if job.uses_folds]
     if full_jobs:
-        _evaluate_full(arrays, side_names, pairs, full_jobs, values, context)
+        _evaluate_full(arrays, scales, side_names, pairs, full_jobs, values, context)
     if fold_jobs:
-        _evaluate_folds(arrays, side_names, pairs, fold_jobs, folds, seed, values, context, workers)
+        _evaluate_folds(arrays, scales, side_names, pairs, fold_jobs, folds, seed, values, context, workers)
 
     # Report metrics in the order they were requested.
     return {pair: {job.name: values[pair][job.name] for job in jobs} for pair in pairs}
 
 
-def _evaluate_full(arrays, side_names, pairs, jobs, values, context) -> None:
+def _evaluate_full(arrays, scales, side_names, pairs, jobs, values, context) -> None:
     blocks = {}
     for label, array in arrays.items():
-        blocks[label] = build_full_block(array, side=side_names[label], context=context)
+        blocks[label] = build_full_block(array, side=side_names[label], context=context, scale=scales[label])
 
     for pair in pairs:
         first, second = blocks[pair[0]], blocks[pair[1]]
@@ -118,7 +127,7 @@ def _evaluate_full(arrays, side_names, pairs, jobs, values, context) -> None:
             values[pair][job.name] = float(job.kernel(first, second, full_pair, **job.options))
 
 
-def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, context, workers) -> None:
+def _evaluate_folds(arrays, scales, side_names, pairs, jobs, folds, seed, values, context, workers) -> None:
     n = next(iter(arrays.values())).shape[0]
     names = [job.name for job in jobs]
     per_fold = {pair: {name: [] for name in names} for pair in pairs}
@@ -129,7 +138,9 @@ def _evaluate_folds(arrays, side_names, pairs, jobs, folds, seed, values, contex
         # The calling thread builds each seed's fold statistics once; every pair and metric shares them.
         notes: list[str] = []
         blocks = {
-            label: build_fold_block(array, training, held_out, fold, folds, side_names[label], context, notes)
+            label: build_fold_block(
+                array, training, held_out, fold, folds, side_names[label], context, notes, scales[label]
+            )
             for label, array in arrays.items()
         }
         for message in notes:
@@ -187,26 +198,30 @@ def _run_shared(task: Callable[[int], Any], count: int, workers: int) -> list:
     if helpers < 1:
         return [task(index) for index in range(count)]
     results: list = [None] * count
+    errors: dict[int, BaseException] = {}
     indices = iter(range(count))
     lock = threading.Lock()
 
     def drain() -> None:
         while True:
             with lock:
-                index = next(indices, None)
+                # Tasks start in index order and none starts after a failure, so every task before
+                # the first failing one completes, and the error raised is the one a loop would raise.
+                index = None if errors else next(indices, None)
             if index is None:
                 return
-            results[index] = task(index)
+            try:
+                results[index] = task(index)
+            except BaseException as error:  # noqa: BLE001 - re-raised below, in the calling thread
+                with lock:
+                    errors[index] = error
 
     with ThreadPoolExecutor(max_workers=helpers) as pool:
         futures = [pool.submit(drain) for _ in range(helpers)]
-        try:
-            drain()
-        finally:
-            # Re-raise a helper's error only after every thread has stopped.
-            wait(futures)
-        for future in futures:
-            future.result()
+        drain()
+        wait(futures)
+    if errors:
+        raise errors[min(errors)]
     return results
 
 

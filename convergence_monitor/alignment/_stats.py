@@ -35,6 +35,23 @@ class DeadUnitWarning(RuntimeWarning):
     """Units with zero variance on a fold: their correlations count as 0."""
 
 
+def power_of_two_scale(data: np.ndarray) -> float:
+    """Return the power of two that brings the largest absolute value of ``data`` into [0.5, 1).
+
+    Every metric ignores a scale factor on either side, and a product with a
+    power of two is exact in binary floating point, so scaling changes no
+    score. It keeps squares and cross-products of inputs near 1e±300 from
+    overflowing or underflowing, which would otherwise read as infinite
+    variance or as constant units.
+    """
+    largest = float(max(np.max(data), -np.min(data)))
+    if largest == 0.0:
+        return 1.0
+    _, exponent = np.frexp(largest)
+    # Stay within the normal float64 range, so the factor itself is finite and exact.
+    return float(np.ldexp(1.0, int(np.clip(-exponent, -1021, 1021))))
+
+
 def make_folds(n: int, folds: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
     """Split ``range(n)`` into ``folds`` (training, held-out) index pairs.
 
@@ -141,14 +158,16 @@ def build_fold_block(
     side: str,
     context: str | None,
     notes: list[str],
+    scale: float = 1.0,
 ) -> FoldBlock:
     """Compute one seed's :class:`FoldBlock` and append its dead-unit messages to ``notes``.
 
     The caller issues the messages as :class:`DeadUnitWarning`, in a fixed order.
+    ``scale`` (a power of two from :func:`power_of_two_scale`) multiplies the data first.
     """
     # Sums run in float64 whatever the input dtype; indexing copies, so centring in place is safe.
-    train_centred = np.asarray(data[training], dtype=np.float64)
-    test = np.asarray(data[held_out], dtype=np.float64)
+    train_centred = np.asarray(data[training], dtype=np.float64) * scale
+    test = np.asarray(data[held_out], dtype=np.float64) * scale
 
     # Every later fit uses only these training statistics.
     scale = np.abs(train_centred).max(axis=0)
@@ -235,9 +254,9 @@ class FullBlock:
         return bool(self.dead.all())
 
 
-def build_full_block(data: np.ndarray, side: str, context: str | None = None) -> FullBlock:
-    """Centre ``data`` on all samples (in float64) and mark its dead units."""
-    data = np.asarray(data, dtype=np.float64)
+def build_full_block(data: np.ndarray, side: str, context: str | None = None, scale: float = 1.0) -> FullBlock:
+    """Centre ``data`` times ``scale`` on all samples (in float64) and mark its dead units."""
+    data = np.asarray(data, dtype=np.float64) * scale
     centred = data - data.mean(axis=0)
     std = np.sqrt(np.mean(centred * centred, axis=0))
     dead = dead_units(data, std)

@@ -52,15 +52,18 @@ def to_float_array(array: Any, name: str, context: str | None = None) -> np.ndar
     float16, float32 and float64 inputs keep their dtype, so a caller can
     convert one block at a time to float64 instead of holding a float64 copy
     of every input. Integers and booleans become float64; torch bfloat16
-    becomes float32, which represents every bfloat16 value exactly. Torch tensors
-    move to the CPU.
+    and float8 become float32, which represents each of their values
+    exactly. Torch tensors move to the CPU.
     """
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
         if array.is_complex():
             raise fail(f"{name} must be real-valued; found a tensor of dtype {array.dtype}", context)
+        if array.is_meta:
+            raise fail(f"{name} is a meta tensor, which holds no values", context)
         array = array.detach().cpu()
-        if array.dtype == torch.bfloat16:
+        if array.is_floating_point() and array.dtype not in (torch.float16, torch.float32, torch.float64):
+            # numpy has no bfloat16 or float8; float32 represents each of their values exactly.
             array = array.to(torch.float32)
         array = array.numpy()
 

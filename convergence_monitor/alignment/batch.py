@@ -14,6 +14,8 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
 from . import _engine
 from ._validation import fail
 from .registry import get_metric, make_job
@@ -48,9 +50,10 @@ def score_pairs(
         Text prefixed to error and warning messages, for example
         ``"layer 'layer1.0.conv1'"``.
     workers : int
-        Threads that evaluate the cross-validation folds concurrently (at
-        most ``folds`` are used). The scores do not depend on it: each fold
-        runs the same code, and warnings are issued in fold order.
+        Threads that score the seed pairs of each cross-validation fold
+        concurrently, the calling thread included. The scores do not depend
+        on it: each pair runs the same code, warnings are issued in a fixed
+        order, and an error is the one a single thread would raise.
 
     Returns
     -------
@@ -75,8 +78,9 @@ def score_pairs(
     if stray:
         raise fail(f"options were given for metrics that were not requested: {stray}; requested: {names}", context)
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise fail(f"workers must be a positive integer; found {workers!r}", context)
+    workers = int(workers)
     jobs = [make_job(name, options.get(name), context) for name in names]
     side_names = {label: f"seed {label}" for label in features}
     arrays, _ = _engine.convert_inputs(features, side_names, context)
