@@ -73,6 +73,24 @@ def test_folds_must_be_at_least_two():
         procrustes_score(X, Y, folds=1)
 
 
+def test_negative_fold_seed_is_named():
+    with pytest.raises(AlignmentInputError, match=r"seed must be a non-negative integer; found -1"):
+        procrustes_score(X, Y, seed=-1)
+
+
+def test_non_numeric_alphas_are_named():
+    with pytest.raises(AlignmentInputError, match=r"alphas must be a sequence of positive numbers; found 'abc'"):
+        linear_regression_score(X, Y, alphas="abc")
+
+
+@pytest.mark.parametrize("value", ["no", 0, None])
+def test_symmetric_must_be_a_bool(value):
+    with pytest.raises(AlignmentInputError, match=r"symmetric must be True or False"):
+        procrustes_score(X, Y, symmetric=value)
+    with pytest.raises(AlignmentInputError, match=r"symmetric must be True or False"):
+        linear_regression_score(X, Y, symmetric=value)
+
+
 def test_debiased_cka_needs_four_samples():
     with pytest.raises(AlignmentInputError, match=r"at least 4 samples; found 3"):
         debiased_cka(X[:3], Y[:3])

@@ -107,8 +107,8 @@ def check_fold_settings(n: int, folds: Any, seed: Any, context: str | None) -> N
     """Check the cross-validation settings against the sample count."""
     if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 2:
         raise fail(f"folds must be an integer of at least 2; found {folds!r}", context)
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise fail(f"seed must be an integer; found {seed!r}", context)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise fail(f"seed must be a non-negative integer; found {seed!r}", context)
     minimum = MIN_SAMPLES_PER_FOLD * int(folds)
     if n < minimum:
         raise fail(
@@ -123,9 +123,19 @@ def check_alphas(alphas: Any, context: str | None) -> np.ndarray | None:
     """Return ``alphas`` as a 1-D float64 array of positive values, or None."""
     if alphas is None:
         return None
-    values = np.asarray(alphas, dtype=np.float64)
+    try:
+        values = np.asarray(alphas, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise fail(f"alphas must be a sequence of positive numbers; found {alphas!r}", context) from None
     if values.ndim != 1 or values.size == 0:
         raise fail(f"alphas must be a non-empty 1-D sequence of penalties; found shape {values.shape}", context)
     if not (np.isfinite(values).all() and (values > 0).all()):
         raise fail(f"alphas must be finite and positive; found {values.tolist()}", context)
     return values
+
+
+def check_symmetric(symmetric: Any, context: str | None) -> bool:
+    """Return ``symmetric`` as a bool, refusing anything but True or False (a string such as "no" is truthy)."""
+    if not isinstance(symmetric, (bool, np.bool_)):
+        raise fail(f"symmetric must be True or False; found {symmetric!r}", context)
+    return bool(symmetric)

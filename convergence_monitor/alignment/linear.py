@@ -51,7 +51,7 @@ import numpy as np
 
 from . import _engine
 from ._stats import FoldBlock, PairCross, column_correlations, transposed
-from ._validation import check_alphas
+from ._validation import check_alphas, check_symmetric
 
 DEFAULT_RELATIVE_ALPHAS = 10.0 ** np.linspace(-6.0, 5.0, 23)
 
@@ -155,5 +155,5 @@ def linear_regression_score(
         between predicted and actual responses; NaN (with a warning) when
         every unit of a side is constant on some fold.
     """
-    options = {"alphas": check_alphas(alphas, context), "symmetric": bool(symmetric)}
+    options = {"alphas": check_alphas(alphas, context), "symmetric": check_symmetric(symmetric, context)}
     return _engine.score_single_pair(X, Y, "linear_regression", fold_kernel, True, options, folds, seed, context)

@@ -42,6 +42,7 @@ import numpy as np
 
 from . import _engine
 from ._stats import FoldBlock, FullBlock, FullPair, PairCross, column_correlations
+from ._validation import check_symmetric
 
 
 def _pad_columns(block: np.ndarray, width: int) -> np.ndarray:
@@ -117,7 +118,7 @@ def procrustes_score(
         Mean over folds of the mean per-unit held-out Pearson correlation;
         1 when Y is a rotated or reflected copy of X.
     """
-    options = {"symmetric": bool(symmetric)}
+    options = {"symmetric": check_symmetric(symmetric, context)}
     return _engine.score_single_pair(X, Y, "procrustes", fold_kernel, True, options, folds, seed, context)
 
 

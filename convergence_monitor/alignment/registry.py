@@ -13,7 +13,7 @@ from typing import Any
 
 from . import cka, linear, matching, procrustes, rsa
 from ._engine import Job
-from ._validation import check_alphas, fail
+from ._validation import check_alphas, check_symmetric, fail
 
 
 @dataclass(frozen=True)
@@ -158,7 +158,7 @@ def make_job(name: str, options: Mapping[str, Any] | None, context: str | None) 
     if "alphas" in options:
         options["alphas"] = check_alphas(options["alphas"], context)
     if "symmetric" in options:
-        options["symmetric"] = bool(options["symmetric"])
+        options["symmetric"] = check_symmetric(options["symmetric"], context)
 
     kernel, check = _KERNELS[name]
     prepare = linear.prepare_fold_block if name == "linear_regression" else None
