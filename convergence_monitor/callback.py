@@ -571,10 +571,11 @@ class ConvergenceCallback(Callback):
     def _warn_if_underdetermined(self, probe: str, layer: str, matrices, metrics: Sequence[str]) -> None:
         # With fewer training samples than units, a fitted map is not unique on its null space and
         # held-out scores drop even for identical inputs, so such scores partly reflect the sample count.
-        fitted = [m for m in metrics if m in ("linear_regression", "procrustes")]
+        fitted = [name for name in metrics if name in ("linear_regression", "procrustes")]
         samples = int(matrices[0].shape[0])
-        train = samples - -(-samples // self.folds)
-        units = max(int(m.shape[1]) for m in matrices)
+        # The largest held-out fold has ceil(samples / folds) samples, which leaves the fewest for training.
+        train = samples - math.ceil(samples / self.folds)
+        units = max(int(matrix.shape[1]) for matrix in matrices)
         if fitted and units > train and (probe, layer) not in self._underdetermined:
             self._underdetermined.add((probe, layer))
             rank_zero_warn(

@@ -135,7 +135,7 @@ def test_score_pairs_shares_per_seed_work(monkeypatch):
     assert calls["pair_cross"] == 6 * 3
 
 
-def test_fold_threads_give_bitwise_equal_scores_and_the_same_warnings():
+def test_pair_threads_match_one_thread():
     import warnings
 
     features = seed_features({"a": 12, "b": 12, "c": 12, "d": 12}, n=120, seed=4)
@@ -155,7 +155,8 @@ def test_fold_threads_give_bitwise_equal_scores_and_the_same_warnings():
     assert list(one) == list(three)
     for pair in one:
         for name in names:
-            assert one[pair][name] == three[pair][name] or (np.isnan(one[pair][name]) and np.isnan(three[pair][name]))
+            # Bitwise equal, with NaN equal to NaN for the all-constant seed.
+            assert np.array_equal([one[pair][name]], [three[pair][name]], equal_nan=True)
     assert np.isnan(one[("a", "d")]["procrustes"])
     assert np.isfinite(one[("a", "b")]["procrustes"])
 
@@ -166,7 +167,7 @@ def test_score_pairs_rejects_bad_worker_counts(workers):
         score_pairs(seed_features({"a": 4, "b": 4}), "procrustes", workers=workers)
 
 
-def test_a_solver_error_on_a_fold_thread_reaches_the_caller(monkeypatch):
+def test_thread_solver_error_reaches_caller(monkeypatch):
     import ot
 
     def failing(*args, **kwargs):
@@ -178,7 +179,7 @@ def test_a_solver_error_on_a_fold_thread_reaches_the_caller(monkeypatch):
         score_pairs(features, ["soft_matching"], folds=5, workers=3)
 
 
-def test_the_error_raised_does_not_depend_on_the_thread_count(monkeypatch):
+def test_thread_error_independent_of_workers(monkeypatch):
     from convergence_monitor.alignment import procrustes
 
     original = procrustes.fold_kernel
@@ -190,7 +191,7 @@ def test_the_error_raised_does_not_depend_on_the_thread_count(monkeypatch):
 
     from convergence_monitor.alignment import registry
 
-    monkeypatch.setitem(registry._KERNELS, "procrustes", (failing_on_two_pairs, None))
+    monkeypatch.setitem(registry._KERNELS, "procrustes", (failing_on_two_pairs, None, None))
     features = seed_features({"a": 4, "b": 5, "c": 8, "d": 9})
     raised = set()
     for workers in (1, 2, 3, 6):
@@ -205,10 +206,15 @@ def test_numpy_integer_worker_count_is_accepted():
     assert score_pairs(features, "procrustes", workers=np.int64(2)) == score_pairs(features, "procrustes")
 
 
-def test_float8_and_meta_tensors():
+def test_float8_scored_as_float32():
     torch = pytest.importorskip("torch")
     X = torch.from_numpy(seed_features({"a": 5})["a"]).float()
     low = X.to(torch.float8_e4m3fn)
     assert procrustes_score(low, X) == procrustes_score(low.float(), X)
+
+
+def test_meta_tensor_rejected():
+    torch = pytest.importorskip("torch")
+    X = torch.from_numpy(seed_features({"a": 5})["a"]).float()
     with pytest.raises(AlignmentInputError, match="X is a meta tensor"):
         procrustes_score(torch.empty(90, 5, device="meta"), X)

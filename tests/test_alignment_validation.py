@@ -42,6 +42,15 @@ def test_nan_in_torch_tensor_is_rejected():
         permutation_score(bad, Y)
 
 
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="long double is float64 on this platform")
+def test_long_double_overflow_rejected():
+    bad = X.astype(np.longdouble)
+    bad[2, 4] = np.longdouble("1e400")
+    with pytest.raises(AlignmentInputError, match=r"row 2, column 4 \(inf\)"):
+        procrustes_score(bad, Y)
+
+
 def test_mismatched_sample_counts():
     with pytest.raises(AlignmentInputError, match=r"same number of samples .*X: 40, Y: 39"):
         soft_matching_score(X, Y[:39])

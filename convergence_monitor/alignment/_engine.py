@@ -62,9 +62,9 @@ def convert_inputs(
 ) -> tuple[dict[Hashable, np.ndarray], int]:
     """Check every input and that the sample counts agree.
 
-    Float inputs keep their dtype here; each fold or full-data block is
-    converted to float64 when it is built, so the peak memory holds one
-    float64 copy of a block rather than of every input.
+    Float inputs keep their dtype here. Each fold or full-data block is
+    converted to float64 when it is built, so memory at the peak contains a
+    float64 copy of one block, not of every input.
     """
     arrays = {label: to_float_array(value, side_names[label], context) for label, value in features.items()}
     n = check_same_samples({side_names[label]: array.shape for label, array in arrays.items()}, context)

@@ -165,16 +165,16 @@ def build_fold_block(
     The caller issues the messages as :class:`DeadUnitWarning`, in a fixed order.
     ``scale`` (a power of two from :func:`power_of_two_scale`) multiplies the data first.
     """
-    # Sums run in float64 whatever the input dtype; indexing copies, so centring in place is safe.
-    train_centred = np.asarray(data[training], dtype=np.float64) * scale
-    test = np.asarray(data[held_out], dtype=np.float64) * scale
+    # Sums run in float64 whatever the input dtype. Each product is a new array, so centring in place is safe.
+    train_centred = np.multiply(data[training], scale, dtype=np.float64)
+    test = np.multiply(data[held_out], scale, dtype=np.float64)
 
     # Every later fit uses only these training statistics.
-    scale = np.abs(train_centred).max(axis=0)
+    unit_scale = np.abs(train_centred).max(axis=0)
     mean = train_centred.mean(axis=0)
     train_centred -= mean
     std = np.sqrt(np.mean(train_centred * train_centred, axis=0))
-    train_dead = dead_mask(std, scale)
+    train_dead = dead_mask(std, unit_scale)
     std = np.where(train_dead, 1.0, std)
     train_centred[:, train_dead] = 0.0
 
@@ -256,7 +256,7 @@ class FullBlock:
 
 def build_full_block(data: np.ndarray, side: str, context: str | None = None, scale: float = 1.0) -> FullBlock:
     """Centre ``data`` times ``scale`` on all samples (in float64) and mark its dead units."""
-    data = np.asarray(data, dtype=np.float64) * scale
+    data = np.multiply(data, scale, dtype=np.float64)
     centred = data - data.mean(axis=0)
     std = np.sqrt(np.mean(centred * centred, axis=0))
     dead = dead_units(data, std)

@@ -53,14 +53,16 @@ def to_float_array(array: Any, name: str, context: str | None = None) -> np.ndar
     convert one block at a time to float64 instead of holding a float64 copy
     of every input. Integers and booleans become float64; torch bfloat16
     and float8 become float32, which represents each of their values
-    exactly. Torch tensors move to the CPU.
+    exactly. Other numpy floats (long double) become float64 before the
+    finiteness check, so a value beyond the float64 range is rejected here.
+    Torch tensors move to the CPU.
     """
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(array, torch.Tensor):
         if array.is_complex():
             raise fail(f"{name} must be real-valued; found a tensor of dtype {array.dtype}", context)
         if array.is_meta:
-            raise fail(f"{name} is a meta tensor, which holds no values", context)
+            raise fail(f"{name} is a meta tensor, which has no data; pass a tensor on a real device", context)
         array = array.detach().cpu()
         if array.is_floating_point() and array.dtype not in (torch.float16, torch.float32, torch.float64):
             # numpy has no bfloat16 or float8; float32 represents each of their values exactly.
@@ -70,8 +72,10 @@ def to_float_array(array: Any, name: str, context: str | None = None) -> np.ndar
     result = np.asarray(array)
     if result.dtype.kind not in "biuf":
         raise fail(f"{name} must be a real numeric array; found dtype {result.dtype}", context)
-    if result.dtype.kind != "f" or result.dtype.itemsize < 2:
-        result = result.astype(np.float64)
+    if result.dtype not in (np.float16, np.float32, np.float64):
+        # An overflow becomes inf, which the finiteness check below reports with its position.
+        with np.errstate(over="ignore"):
+            result = result.astype(np.float64)
 
     if result.ndim != 2:
         raise fail(
@@ -135,7 +139,7 @@ def check_alphas(alphas: Any, context: str | None) -> np.ndarray | None:
 
 
 def check_symmetric(symmetric: Any, context: str | None) -> bool:
-    """Return ``symmetric`` as a bool, refusing anything but True or False (a string such as "no" is truthy)."""
+    """Return ``symmetric`` as a bool, and reject anything but True or False, because a string such as "no" is truthy."""
     if not isinstance(symmetric, (bool, np.bool_)):
         raise fail(f"symmetric must be True or False; found {symmetric!r}", context)
     return bool(symmetric)

@@ -121,16 +121,17 @@ METRICS: dict[str, MetricInfo] = {
     )
 }
 
-# Per-fold or full-data kernel and input check behind each public function.
-_KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None] | None]] = {
-    "linear_regression": (linear.fold_kernel, None),
-    "procrustes": (procrustes.fold_kernel, None),
-    "procrustes_distance": (procrustes.distance_kernel, None),
-    "permutation": (matching.permutation_kernel, matching.check_equal_widths),
-    "soft_matching": (matching.soft_matching_kernel, None),
-    "linear_cka": (cka.linear_cka_kernel, None),
-    "debiased_cka": (cka.debiased_cka_kernel, cka.check_debiased_samples),
-    "rsa": (rsa.rsa_kernel, rsa.check_rsa_shapes),
+# Per metric: the fold or full-data kernel behind its public function, the input check, and the
+# per-seed cache filler that runs before the pairs of a fold.
+_KERNELS: dict[str, tuple[Callable[..., float], Callable[..., None] | None, Callable[..., None] | None]] = {
+    "linear_regression": (linear.fold_kernel, None, linear.prepare_fold_block),
+    "procrustes": (procrustes.fold_kernel, None, None),
+    "procrustes_distance": (procrustes.distance_kernel, None, None),
+    "permutation": (matching.permutation_kernel, matching.check_equal_widths, None),
+    "soft_matching": (matching.soft_matching_kernel, None, None),
+    "linear_cka": (cka.linear_cka_kernel, None, None),
+    "debiased_cka": (cka.debiased_cka_kernel, cka.check_debiased_samples, None),
+    "rsa": (rsa.rsa_kernel, rsa.check_rsa_shapes, None),
 }
 
 
@@ -160,8 +161,7 @@ def make_job(name: str, options: Mapping[str, Any] | None, context: str | None) 
     if "symmetric" in options:
         options["symmetric"] = check_symmetric(options["symmetric"], context)
 
-    kernel, check = _KERNELS[name]
-    prepare = linear.prepare_fold_block if name == "linear_regression" else None
+    kernel, check, prepare = _KERNELS[name]
     return Job(name=name, kernel=kernel, uses_folds=info.uses_folds, options=options, check=check, prepare=prepare)
 
 
