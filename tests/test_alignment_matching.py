@@ -129,7 +129,7 @@ def test_invalid_transport_plan_raises(monkeypatch, kind, message):
         soft_matching_score(X, np.hstack([X, X[:, :1]]))
 
 
-def test_equal_widths_use_an_exact_plan_without_the_network_simplex(monkeypatch):
+def test_soft_matching_equal_widths_skip_emd(monkeypatch):
     rng = np.random.default_rng(8)
     X, Y = low_rank(rng, 300, 48, noise=1.0), low_rank(rng, 300, 48, noise=1.0)
     expected = pot_soft_matching_score(X, Y)
@@ -141,7 +141,7 @@ def test_equal_widths_use_an_exact_plan_without_the_network_simplex(monkeypatch)
     assert soft_matching_score(X, Y) == pytest.approx(expected, abs=1e-12)
 
 
-def test_assignment_that_is_not_a_permutation_raises(monkeypatch):
+def test_non_permutation_assignment_raises(monkeypatch):
     from convergence_monitor.alignment import matching
 
     def repeated(cost, maximize=False):

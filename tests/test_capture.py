@@ -55,7 +55,7 @@ def test_capture_center_takes_middle_position():
 
 
 @pytest.mark.parametrize("sample_mode", ["center", "mean", "positions"])
-def test_capture_keeps_no_view_of_a_whole_output_batch(monkeypatch, sample_mode):
+def test_capture_keeps_no_batch_view(monkeypatch, sample_mode):
     # A kept slice of an output (a view) would hold the whole output batch in memory until the capture ends.
     kept = []
     concatenate = torch.cat
@@ -75,7 +75,7 @@ def test_capture_keeps_no_view_of_a_whole_output_batch(monkeypatch, sample_mode)
     assert features["0"].shape[1] == 8
 
 
-def test_capture_records_the_layer_output_before_a_later_in_place_operation():
+def test_capture_copies_before_in_place_relu():
     model = nn.Sequential(nn.Flatten(), nn.Linear(16, 6), nn.ReLU(inplace=True), nn.Linear(6, 2))
     images = torch.randn(10, 1, 4, 4)
     features, _ = capture_features(model, images, ["1"], batch_size=4)
