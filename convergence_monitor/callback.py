@@ -113,8 +113,9 @@ class ConvergenceCallback(Callback):
             (``None``: the first chosen layer).
         blas_threads: BLAS threads for the metric round (``None``: leave the
             library default). One thread is the default because OpenBLAS
-            threads competing with PyTorch's OpenMP threads made the round
-            2 to 20 times slower on a 2-core machine (bench/blas_threads.py).
+            threads competing with other processes' threads made the round
+            10.9 times slower on a busy 2-core machine, and no faster on a
+            quiet one (bench/blas_threads.py, docs/benchmarks.md).
         metric_workers: threads that score the seed pairs of a layer
             concurrently, each with ``blas_threads`` BLAS threads (``None``:
             the CPUs this process may use). Training waits during the
