@@ -1,7 +1,8 @@
-"""Helpers shared by the benchmark scripts: machine description, load average, synthetic data."""
+"""Helpers shared by the benchmark scripts: thread option, machine description, load average, synthetic data."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import platform
@@ -44,6 +45,20 @@ def print_machine() -> None:
     print(f"machine: {os.cpu_count()} CPUs ({cpu_model()}), {memory_gib():.1f} GiB memory, "
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), numpy {np.__version__}")
     print(f"load average at start: {load_average()}")
+
+
+def add_torch_threads_argument(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """Add the ``--torch-threads`` option, which ``start_run`` applies."""
+    parser.add_argument("--torch-threads", type=int, default=None, help=help_text)
+
+
+def start_run(torch_threads: int | None) -> None:
+    """Set torch's intra-op thread count when given, silence Lightning and print the machine header."""
+    if torch_threads is not None:
+        torch.set_num_threads(torch_threads)
+    quiet_lightning()
+    print_machine()
+    print(f"torch threads for this run: {torch.get_num_threads()}")
 
 
 def median(values) -> float:

@@ -10,6 +10,9 @@ of each distinct width among the default layers. It then scales (c) by the
 layer count per width and the pair count. The total is an estimate: the
 metric cost on trained features differs from that on random features,
 and the number is only as good as this machine's load while measuring.
+NOTE: the estimate leaves out data loading and the config's shift probe
+sets. With ``shift_schedule: every`` (the default), the callback scores
+each shift set at every probe step as well, so the probe part is too low.
 """
 
 from __future__ import annotations
@@ -25,9 +28,8 @@ import numpy as np
 import torch
 import yaml
 
-from convergence_monitor import MultiSeedModule, alignment
+from convergence_monitor import ConvergenceCallback, MultiSeedModule, alignment
 from convergence_monitor.capture import capture_features, resolve_layers
-from convergence_monitor.schedule import ProbeSchedule
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10.yaml"
 TRAIN_IMAGES = 50_000
@@ -41,11 +43,11 @@ def main() -> None:
     config = yaml.safe_load(CONFIG.read_text())
     model_args = config["model"]
     data_args = config["data"]["init_args"]
-    callback_args = config["trainer"]["callbacks"][0]["init_args"]
+    # Building the callback from the config resolves its defaults (layers, sample mode, schedule) as training does.
+    callback = ConvergenceCallback(**config["trainer"]["callbacks"][0]["init_args"])
     seeds = model_args["seeds"]
     batch_size = data_args["batch_size"]
     probe_size = data_args["probe_size"]
-    metrics = callback_args["metrics"]
     epochs = config["trainer"]["max_epochs"]
 
     module = MultiSeedModule(arch=model_args["arch"], seeds=seeds, num_classes=10, in_chans=3)
@@ -66,10 +68,11 @@ def main() -> None:
         train_step()
     step_s = (time.perf_counter() - started) / args.steps
 
-    layers = resolve_layers(networks[0], callback_args.get("layers"))
+    layers = resolve_layers(networks[0], callback.layer_patterns)
     probe = torch.randn(probe_size, 3, 32, 32)
     started = time.perf_counter()
-    features = [capture_features(net, probe, layers, sample_mode=callback_args.get("sample_mode", "center"))[0]
+    features = [capture_features(net, probe, layers, batch_size=callback.batch_size, sample_mode=callback.sample_mode,
+                                 max_units=callback.max_units)[0]
                 for net in networks]
     forward_s = time.perf_counter() - started
 
@@ -80,15 +83,15 @@ def main() -> None:
     pair_round_s = {}
     for width, layer in sorted(first_layer_of_width.items()):
         started = time.perf_counter()
-        alignment.score_pairs({"a": features[0][layer], "b": features[1][layer]}, metrics, folds=5)
+        alignment.score_pairs({"a": features[0][layer], "b": features[1][layer]}, callback.metrics,
+                              folds=callback.folds)
         pair_round_s[width] = time.perf_counter() - started
     pairs = len(seeds) * (len(seeds) - 1) // 2
     metric_round_s = pairs * sum(count * pair_round_s[width] for width, count in widths.items())
 
     steps_per_epoch = TRAIN_IMAGES // batch_size
     total_steps = steps_per_epoch * epochs
-    probe_steps = len(ProbeSchedule(callback_args.get("first_epoch_points", 16),
-                                    callback_args.get("interval")).steps(steps_per_epoch, total_steps))
+    probe_steps = len(callback.schedule.steps(steps_per_epoch, total_steps))
     estimate_s = total_steps * step_s + probe_steps * (forward_s + metric_round_s)
     report = {
         "arch": model_args["arch"], "seeds": len(seeds), "batch_size": batch_size, "layers": len(layers),

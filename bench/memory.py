@@ -147,7 +147,8 @@ def measure_run(pairs: int, metric_workers: int | None) -> None:
 
 
 def measure_wide(pairs: int, metrics: list[str], uncapped: bool) -> None:
-    print(f"\n(b) one layer of {WIDE_CHANNELS * WIDE_SIZE ** 2:,} units, 2 seeds, n = {WIDE_SAMPLES}, "
+    width = WIDE_CHANNELS * WIDE_SIZE ** 2
+    print(f"\n(b) one layer of {width:,} units, 2 seeds, n = {WIDE_SAMPLES}, "
           f"metrics {', '.join(metrics)}: peak RSS of capture + score_pairs minus forward passes only")
     added_capped = []
     for index in range(1, pairs + 1):
@@ -159,7 +160,6 @@ def measure_wide(pairs: int, metrics: list[str], uncapped: bool) -> None:
               f"{mib(capped['peak_rss'])}, added {mib(added_capped[-1])}; scores {scores}; load {load_average()}")
     print(f"    median added with max_units={MAX_UNITS}: {mib(median(added_capped))}")
 
-    width = WIDE_CHANNELS * WIDE_SIZE ** 2
     features = 2 * WIDE_SAMPLES * width * 8
     cross = width * width * 8
     if uncapped:

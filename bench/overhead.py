@@ -53,7 +53,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SyntheticDataModule, load_average, median, print_machine, quiet_lightning  # noqa: E402
+from _common import SyntheticDataModule, add_torch_threads_argument, load_average, median, start_run  # noqa: E402
 
 from convergence_monitor import ConvergenceCallback, MNISTDataModule, MultiSeedModule  # noqa: E402
 from convergence_monitor.schedule import ProbeSchedule  # noqa: E402
@@ -298,14 +298,10 @@ def main() -> None:
     parser.add_argument("--mnist-pairs", type=int, default=1, help="with/without pairs in (c)")
     parser.add_argument("--setup", choices=sorted(SETUPS), default="mnist",
                         help="network and batch for (a) and (b): the default MNIST job's or configs/cifar10.yaml's")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads for training and probe forward passes (default: torch's own)")
+    add_torch_threads_argument(
+        parser, "torch intra-op threads for training and probe forward passes (default: torch's own)")
     arguments = parser.parse_args()
-    if arguments.torch_threads is not None:
-        torch.set_num_threads(arguments.torch_threads)
-    quiet_lightning()
-    print_machine()
-    print(f"torch threads for this run: {torch.get_num_threads()}")
+    start_run(arguments.torch_threads)
 
     if arguments.per_metric:
         metric_split(repeats=2 if arguments.quick else 3)

@@ -32,7 +32,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import SyntheticDataModule, load_average, median, print_machine, quiet_lightning  # noqa: E402
+from _common import SyntheticDataModule, add_torch_threads_argument, load_average, median, start_run  # noqa: E402
 
 from convergence_monitor import MultiSeedModule  # noqa: E402
 from convergence_monitor.models import build_model  # noqa: E402
@@ -162,14 +162,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 repeats of 4 steps")
     parser.add_argument("--repeats", type=int, default=5, help="alternating repeats of both paths")
     parser.add_argument("--steps", type=int, default=6, help="training steps per run, the first one not timed")
-    parser.add_argument("--torch-threads", type=int, default=None,
-                        help="torch intra-op threads (default: torch's own)")
+    add_torch_threads_argument(parser, "torch intra-op threads (default: torch's own)")
     arguments = parser.parse_args()
-    if arguments.torch_threads is not None:
-        torch.set_num_threads(arguments.torch_threads)
-    quiet_lightning()
-    print_machine()
-    print(f"torch threads for this run: {torch.get_num_threads()}")
+    start_run(arguments.torch_threads)
     repeats, steps = (2, 4) if arguments.quick else (arguments.repeats, arguments.steps)
 
     compare_loop(repeats, steps)

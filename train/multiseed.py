@@ -46,7 +46,8 @@ def main(args: list[str] | None = None) -> Path:
     )
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
-    # Close W&B runs now: W&B prints its sync hint when a run closes, and the run directory must be the last line.
+    # Close W&B runs here because W&B prints its sync hint when a run closes, and the run directory must be the
+    # last line printed.
     for logger in cli.trainer.loggers:
         if isinstance(logger, WandbLogger) and logger._experiment is not None:
             logger.experiment.finish()
