@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "train"))
 
-from findings_analysis import pooled_null, seed_bootstrap_interval, t_interval  # noqa: E402
+from findings_analysis import pooled_null, seed_bootstrap_interval, severity_table, t_interval  # noqa: E402
 
 
 def _draws(observed_by_pair: dict, nulls_by_pair: dict, layer: str = "pre_logits") -> pd.DataFrame:
@@ -63,3 +63,18 @@ def test_seed_bootstrap_covers_pair_mean():
     pairs = pd.DataFrame(rows)
     low, high = seed_bootstrap_interval(pairs, draws=500)
     assert low < pairs["score"].mean() < high
+
+
+def test_severity_table_lowest_against_highest():
+    # Severity 3 has the largest drop, so comparing severity 5 with it instead of severity 1 gives grows=False.
+    drops = pd.DataFrame({
+        "family": ["fog", "fog", "fog", "uci_digits"],
+        "severity": pd.array([5, 1, 3, None], dtype="Int64"),
+        "metric": "procrustes", "depth": 0, "layer": "pre_logits",
+        "drop": [0.3, 0.1, 0.5, 0.9],
+    })
+    result = severity_table(drops)
+    assert list(result.columns) == ["family", "metric", "depth", "layer", "severity_1", "severity_3", "severity_5",
+                                    "grows"]
+    assert list(result["family"]) == ["fog"]
+    assert bool(result["grows"].iloc[0])

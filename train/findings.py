@@ -40,6 +40,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -149,10 +150,10 @@ def recapture_layers(run_dir: Path, layers: list[str], out_dir: Path) -> Path:
     data_args = dict(config["data"]["init_args"])
     # The CLI links data.init_args.data_order to the module, so the saved model section may lack it.
     model_args = {**config["model"], "data_order": data_args.get("data_order", "shared")}
-    module = MultiSeedModule(**model_args)
-    module.load_state_dict(torch.load(run_dir / "final_state.pt", weights_only=True))
     if config["data"]["class_path"] != "convergence_monitor.MNISTDataModule":
         raise ValueError(f"--layers supports MNISTDataModule runs only, found {config['data']['class_path']}")
+    module = MultiSeedModule(**model_args)
+    module.load_state_dict(torch.load(run_dir / "final_state.pt", weights_only=True))
     datamodule = MNISTDataModule(**data_args)
     datamodule.setup("fit")
     probe = probe_set_from_loader(ID_PROBE, datamodule.probe_dataloader())
@@ -175,8 +176,6 @@ def recapture_layers(run_dir: Path, layers: list[str], out_dir: Path) -> Path:
 
 def score_saved_layers(out_dir: Path) -> None:
     """Score every pair of the saved features under the run's metrics and write ``final_scores.csv``."""
-    import pandas as pd
-
     saved = torch.load(out_dir / FEATURES_FILE, weights_only=False)
     rows = []
     for depth, layer in enumerate(saved["layers"]):
@@ -191,7 +190,7 @@ def score_saved_layers(out_dir: Path) -> None:
 
 
 def rotated_nulls(run_dir: Path, draws: int) -> float:
-    """Score soft matching against ``draws`` rotated bases per pair and layer; return wall seconds.
+    """Score soft matching against ``draws`` rotated bases per pair and layer, and return the wall seconds.
 
     Writes ``null_draws.csv`` (one row per layer, pair and draw, with the
     pair's observed score) and appends per-pair null means and p-values to
@@ -204,8 +203,7 @@ def rotated_nulls(run_dir: Path, draws: int) -> float:
     started = time.perf_counter()
     draw_rows, table_rows = [], []
     write_table = (run_dir / "alignment.csv").is_file()
-    final_step = _final_step(run_dir) if write_table else -1
-    epoch = _final_epoch(run_dir, final_step) if write_table else math.nan
+    final_step, epoch = _final_step_and_epoch(run_dir) if write_table else (-1, math.nan)
     for depth, layer in enumerate(layers):
         for index, (seed_a, seed_b) in enumerate(itertools.combinations(sorted(features), 2)):
             result = alignment.null_scores(
@@ -216,12 +214,11 @@ def rotated_nulls(run_dir: Path, draws: int) -> float:
             for draw, value in enumerate(result.null):
                 draw_rows.append({"layer": layer, "depth": depth, "seed_a": seed_a, "seed_b": seed_b,
                                   "draw": draw, "observed": result.observed, "null": float(value)})
-            common = {"step": final_step, "epoch": epoch, "probe": "id", "layer": layer, "depth": depth,
-                      "seed_a": seed_a, "seed_b": seed_b}
+            common = {"step": final_step, "epoch": epoch, "probe": findings_analysis.ID, "layer": layer,
+                      "depth": depth, "seed_a": seed_a, "seed_b": seed_b}
             table_rows.append({**common, "metric": f"{NULL_METRIC}@rotated", "score": float(np.mean(result.null))})
             table_rows.append({**common, "metric": f"{NULL_METRIC}@rotated_p", "score": float(result.p_value)})
         log.info("rotated null done for layer %s (%.0f s so far)", layer, time.perf_counter() - started)
-    import pandas as pd
 
     pd.DataFrame(draw_rows).to_csv(run_dir / "null_draws.csv", index=False)
     if not write_table:
@@ -234,25 +231,16 @@ def rotated_nulls(run_dir: Path, draws: int) -> float:
 
 def _drop_null_rows(path: Path) -> None:
     # A repeated --analyze must replace, not duplicate, the rows of an earlier null pass.
-    import pandas as pd
-
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     kept = frame.loc[~frame["metric"].str.startswith(f"{NULL_METRIC}@rotated")]
     if len(kept) != len(frame):
         kept.to_csv(path, index=False)
 
 
-def _final_step(run_dir: Path) -> int:
-    import pandas as pd
-
-    return int(pd.read_csv(run_dir / "alignment.csv", usecols=["step"])["step"].max())
-
-
-def _final_epoch(run_dir: Path, step: int) -> float:
-    import pandas as pd
-
+def _final_step_and_epoch(run_dir: Path) -> tuple[int, float]:
     table = pd.read_csv(run_dir / "alignment.csv", usecols=["step", "epoch"])
-    return float(table.loc[table["step"] == step, "epoch"].iloc[0])
+    step = int(table["step"].max())
+    return step, float(table.loc[table["step"] == step, "epoch"].iloc[0])
 
 
 def main(argv: list[str] | None = None) -> Path:

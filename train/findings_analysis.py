@@ -52,7 +52,7 @@ METRIC_LABELS = {"linear_regression": "linear", "procrustes": "Procrustes", "per
 
 
 def t_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
-    """Return (mean, low, high) of the t interval of the mean; NaN bounds with fewer than 2 finite values."""
+    """Return (mean, low, high) of the t interval of the mean, with NaN bounds below 2 finite values."""
     values = np.asarray(values, dtype=float)
     values = values[np.isfinite(values)]
     if values.size == 0:
@@ -107,7 +107,7 @@ def final_pair_scores(table: pd.DataFrame, probe: str = ID) -> pd.DataFrame:
 
 
 def s1_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per layer: each metric's final score over linear regression's, per pair, with its t interval."""
+    """Return, per layer, each metric's final score over linear regression's per pair, with its t interval."""
     final = final_pair_scores(table)
     wide = final.pivot_table(index=["layer", "seed_a", "seed_b"], columns="metric", values="score")
     rows = []
@@ -194,8 +194,8 @@ def s3_table(table: pd.DataFrame, probe_stats: pd.DataFrame | None) -> tuple[pd.
     accuracy = {}
     if probe_stats is not None and not summary.empty:
         epoch1_step = int(summary["epoch1_step"].dropna().iloc[0])
-        in_dist = probe_stats.loc[probe_stats["probe"] == ID]
-        by_step = in_dist.groupby("step")["accuracy"].mean()
+        id_stats = probe_stats.loc[probe_stats["probe"] == ID]
+        by_step = id_stats.groupby("step")["accuracy"].mean()
         accuracy = {"epoch1_step": epoch1_step, "accuracy_epoch1": float(by_step.get(epoch1_step, math.nan)),
                     "final_step": int(by_step.index.max()), "accuracy_final": float(by_step.iloc[-1]),
                     "accuracy_step0": float(by_step.iloc[0])}
@@ -206,7 +206,7 @@ def s3_table(table: pd.DataFrame, probe_stats: pd.DataFrame | None) -> tuple[pd.
 
 
 def s4_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per-pair drop at the final step per (probe, layer, metric), and its depth and severity trends.
+    """Return the mean drop per (probe, layer, metric) at the final step, and its depth trends.
 
     The drop of a pair is its in-distribution score minus its score on the
     shifted probe set, both at the final step (the shift sets are scored
@@ -244,14 +244,14 @@ def s4_tables(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def severity_table(drops: pd.DataFrame) -> pd.DataFrame:
-    """Per family, metric and layer: drop at each severity, and whether the highest exceeds the lowest."""
+    """Return the drop at each severity per family, metric and layer, and whether the highest exceeds the lowest."""
     graded = drops.dropna(subset=["severity"])
     wide = graded.pivot_table(index=["family", "metric", "depth", "layer"], columns="severity", values="drop")
     wide.columns = [f"severity_{int(c)}" for c in wide.columns]
-    wide = wide.reset_index()
-    low, high = wide.columns[4], wide.columns[-1]
+    # pivot_table sorts the severities, so the first column is the lowest and the last the highest.
+    low, high = wide.columns[0], wide.columns[-1]
     wide["grows"] = wide[high] > wide[low]
-    return wide
+    return wide.reset_index()
 
 
 # ---------------------------------------------------------------- figures
@@ -339,7 +339,7 @@ def plot_s4(drops: pd.DataFrame, path: Path) -> None:
                 ax.set_ylabel(f"{METRIC_LABELS[metric]} drop", fontsize=9)
             if row == len(metrics) - 1:
                 ax.set_xticks(range(len(layers)), layers, rotation=60, ha="right", fontsize=7)
-            if row == 0 and col < len(families):
+            if row == 0:
                 ax.legend(fontsize=6)
     fig.suptitle("In-distribution minus shifted score at the final step, by depth (95% CI over pairs)", fontsize=10)
     fig.tight_layout()
@@ -364,7 +364,7 @@ def _markdown(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def seed_bootstrap_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Final in-distribution mean per layer and metric with the pair t interval and the seed bootstrap interval."""
+    """Return the final in-distribution mean per layer and metric with its pair t and seed bootstrap intervals."""
     rows = []
     for (layer, metric), group in final_pair_scores(table).groupby(["layer", "metric"], sort=False):
         mean, low, high = t_interval(group["score"].to_numpy())
@@ -376,7 +376,7 @@ def seed_bootstrap_table(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def final_table(table: pd.DataFrame) -> pd.DataFrame:
-    """In-distribution final score per layer and metric as ``mean [low, high]`` over seed pairs."""
+    """Return the in-distribution final score per layer and metric as ``mean [low, high]`` over seed pairs."""
     summary = summarize(table.loc[table["probe"] == ID])
     summary = summary.loc[~summary["metric"].str.contains("@", regex=False)]
     summary["cell"] = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
@@ -384,6 +384,20 @@ def final_table(table: pd.DataFrame) -> pd.DataFrame:
     wide = summary.pivot_table(index="layer", columns="metric", values="cell", aggfunc="first")
     wide = wide.reindex(layer_order(table.loc[table["probe"] == ID]))
     return wide[[m for m in METRIC_LABELS if m in wide.columns]].reset_index()
+
+
+def _s1_s2_sections(s1: pd.DataFrame, s2: pd.DataFrame) -> list[str]:
+    """Return the S1 and S2 sections of ``summary.md`` as lines."""
+    return [
+        f"## S1: ratio to linear regression (holds at {int(s1['s1_holds'].sum())}/{len(s1)} layers)",
+        _markdown(s1[["layer", "linear_regression", "procrustes", "procrustes_ratio", "procrustes_ratio_low",
+                      "procrustes_ratio_high", "permutation_ratio", "soft_matching_ratio", "s1_holds"]]),
+        "",
+        f"## S2: soft matching vs pooled rotated null (p < {S2_ALPHA} at "
+        f"{int(s2['s2_holds'].sum())}/{len(s2)} layers)",
+        _markdown(s2, digits=4),
+        "",
+    ]
 
 
 def analyze(run_dir: str | Path) -> Path:
@@ -431,14 +445,7 @@ def analyze(run_dir: str | Path) -> Path:
         f"Median width ratio (bootstrap / t): {intervals['width_ratio'].median():.2f}.",
         _markdown(intervals),
         "",
-        f"## S1: ratio to linear regression (holds at {int(s1['s1_holds'].sum())}/{len(s1)} layers)",
-        _markdown(s1[["layer", "linear_regression", "procrustes", "procrustes_ratio", "procrustes_ratio_low",
-                      "procrustes_ratio_high", "permutation_ratio", "soft_matching_ratio", "s1_holds"]]),
-        "",
-        f"## S2: soft matching vs pooled rotated null (p < {S2_ALPHA} at "
-        f"{int(s2['s2_holds'].sum())}/{len(s2)} layers)",
-        _markdown(s2, digits=4),
-        "",
+        *_s1_s2_sections(s1, s2),
         f"## S3: fraction of final at end of epoch 1 (≥ {S3_FRACTION} in "
         f"{int((frac_values >= S3_FRACTION).sum())}/{int(np.isfinite(frac_values).sum())} layer × metric cells)",
         _markdown(fractions.reset_index()),
@@ -486,14 +493,7 @@ def analyze_layers(out_dir: str | Path) -> Path:
         "## Final scores, mean [95% CI] over seed pairs",
         _markdown(final),
         "",
-        f"## S1: ratio to linear regression (holds at {int(s1['s1_holds'].sum())}/{len(s1)} layers)",
-        _markdown(s1[["layer", "linear_regression", "procrustes", "procrustes_ratio", "procrustes_ratio_low",
-                      "procrustes_ratio_high", "permutation_ratio", "soft_matching_ratio", "s1_holds"]]),
-        "",
-        f"## S2: soft matching vs pooled rotated null (p < {S2_ALPHA} at "
-        f"{int(s2['s2_holds'].sum())}/{len(s2)} layers)",
-        _markdown(s2, digits=4),
-        "",
+        *_s1_s2_sections(s1, s2),
     ]
     (out_dir / "summary.md").write_text("\n".join(lines))
     return out_dir
