@@ -10,9 +10,10 @@ of each distinct width among the default layers. It then scales (c) by the
 layer count per width and the pair count. The total is an estimate: the
 metric cost on trained features differs from that on random features,
 and the number is only as good as this machine's load while measuring.
-NOTE: the estimate leaves out data loading and the config's shift probe
-sets. With ``shift_schedule: every`` (the default), the callback scores
-each shift set at every probe step as well, so the probe part is too low.
+The config's shift probe sets are counted too: each costs the probe
+forward pass and metric round scaled to its size and metrics, at every
+probe step (``shift_schedule: every``) or once (``final``). The estimate
+leaves out data loading and augmentation.
 """
 
 from __future__ import annotations
@@ -30,9 +31,19 @@ import yaml
 
 from convergence_monitor import ConvergenceCallback, MultiSeedModule, alignment
 from convergence_monitor.capture import capture_features, resolve_layers
+from convergence_monitor.shifts.probe_sets import DEFAULT_SEVERITIES
 
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cifar10.yaml"
 TRAIN_IMAGES = 50_000
+
+
+def shift_set_count(spec) -> int:
+    """Return how many shift probe sets a corruption spec builds: families × severities + natural shifts."""
+    if not spec:
+        return 0
+    if spec.get("families") is None or spec.get("natural") is None:
+        raise SystemExit("the estimate needs explicit shift_probes families and natural lists in the config")
+    return len(spec["families"]) * len(spec.get("severities", DEFAULT_SEVERITIES)) + len(spec["natural"])
 
 
 def main() -> None:
@@ -80,19 +91,38 @@ def main() -> None:
     first_layer_of_width = {}
     for layer in layers:
         first_layer_of_width.setdefault(features[0][layer].shape[1], layer)
-    pair_round_s = {}
-    for width, layer in sorted(first_layer_of_width.items()):
-        started = time.perf_counter()
-        alignment.score_pairs({"a": features[0][layer], "b": features[1][layer]}, callback.metrics,
-                              folds=callback.folds)
-        pair_round_s[width] = time.perf_counter() - started
     pairs = len(seeds) * (len(seeds) - 1) // 2
-    metric_round_s = pairs * sum(count * pair_round_s[width] for width, count in widths.items())
+
+    def time_metric_round(metrics, samples: int) -> tuple[dict[int, float], float]:
+        # One pair per distinct width, scaled by the layer count per width and the pair count.
+        by_width = {}
+        for width, layer in sorted(first_layer_of_width.items()):
+            started = time.perf_counter()
+            alignment.score_pairs({"a": features[0][layer][:samples], "b": features[1][layer][:samples]}, metrics,
+                                  folds=callback.folds)
+            by_width[width] = time.perf_counter() - started
+        return by_width, pairs * sum(count * by_width[width] for width, count in widths.items())
+
+    pair_round_s, metric_round_s = time_metric_round(callback.metrics, probe_size)
+
+    # Shift probe sets: the forward pass scales with their image count, the metric round is timed on their size.
+    shift_sets = shift_set_count(callback.shift_source)
+    shift_size = min(callback.shift_probe_size or probe_size, probe_size)
+    shift_forward_s = shift_metric_s = 0.0
+    if shift_sets:
+        shift_forward_s = shift_sets * forward_s * shift_size / probe_size
+        if list(callback.shift_metrics) == list(callback.metrics) and shift_size == probe_size:
+            shift_metric_s = shift_sets * metric_round_s
+        else:
+            shift_metric_s = shift_sets * time_metric_round(callback.shift_metrics, shift_size)[1]
 
     steps_per_epoch = TRAIN_IMAGES // batch_size
     total_steps = steps_per_epoch * epochs
     probe_steps = len(callback.schedule.steps(steps_per_epoch, total_steps))
-    estimate_s = total_steps * step_s + probe_steps * (forward_s + metric_round_s)
+    shift_steps = probe_steps if callback.shift_schedule == "every" else 1
+    probe_total_s = probe_steps * (forward_s + metric_round_s)
+    shift_total_s = shift_steps * (shift_forward_s + shift_metric_s)
+    estimate_s = total_steps * step_s + probe_total_s + shift_total_s
     report = {
         "arch": model_args["arch"], "seeds": len(seeds), "batch_size": batch_size, "layers": len(layers),
         "widths": dict(sorted(widths.items())), "torch_threads": torch.get_num_threads(),
@@ -102,7 +132,10 @@ def main() -> None:
         "total_steps": total_steps, "probe_steps": probe_steps,
         "estimated_total_h": round(estimate_s / 3600, 1),
         "estimated_train_h": round(total_steps * step_s / 3600, 1),
-        "estimated_probe_h": round(probe_steps * (forward_s + metric_round_s) / 3600, 1),
+        "shift_probe_sets": shift_sets, "shift_probe_size": shift_size, "shift_steps": shift_steps,
+        "shift_forward_s": round(shift_forward_s, 1), "shift_metric_round_s": round(shift_metric_s, 1),
+        "estimated_probe_h": round(probe_total_s / 3600, 1),
+        "estimated_shift_h": round(shift_total_s / 3600, 1),
     }
     print(json.dumps(report, indent=2))
 
