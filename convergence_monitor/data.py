@@ -27,6 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset, TensorDataset
 
+from .distributed import local_seed_indices
+
 log = logging.getLogger(__name__)
 
 DataOrder = Literal["shared", "per_seed"]
@@ -46,9 +48,9 @@ class PerSeedBatchSampler(Sampler[list[int]]):
     so each seed's order is reproducible and independent of the others.
     Lightning calls ``set_epoch`` at the start of every epoch.
 
-    ``seed_indices`` restricts the batches to some of the seeds (a process
-    that trains only those, see ``convergence_monitor.distributed``); each
-    keeps the order it has among all ``num_seeds``.
+    ``seed_indices`` restricts the batches to some of the seeds, for a
+    process that trains only those (see ``convergence_monitor.distributed``).
+    Each of them keeps the order it has among all ``num_seeds``.
     """
 
     def __init__(self, num_samples: int, batch_size: int, num_seeds: int, base_seed: int = 0, drop_last: bool = True,
@@ -151,11 +153,11 @@ class MultiSeedDataModule(pl.LightningDataModule):
         assert self.train_set is not None, "setup() must run before train_dataloader()"
         # Shared order is one stream for all seeds. Orders depend on (split_seed, epoch) only, so a run
         # resumed at an epoch boundary sees the same batches as an uninterrupted one.
-        # Under SeedPerRankStrategy a per-seed batch holds only this rank's seeds.
-        from .distributed import local_seed_indices
-
-        streams = self.num_seeds if self.data_order == "per_seed" else 1
-        seed_indices = local_seed_indices(self.trainer, self.num_seeds) if self.data_order == "per_seed" else None
+        # Under SeedPerRankStrategy a per-seed batch contains only this rank's seeds.
+        if self.data_order == "per_seed":
+            streams, seed_indices = self.num_seeds, local_seed_indices(self.trainer, self.num_seeds)
+        else:
+            streams, seed_indices = 1, None
         sampler = PerSeedBatchSampler(len(self.train_set), self.batch_size, streams, self.split_seed,
                                       seed_indices=seed_indices)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)

@@ -36,11 +36,11 @@ from torch.utils.data import DistributedSampler
 
 STRATEGY_NAME = "seed_per_rank"
 
-# Attribute of the LightningModule with one network per seed, so state-dict keys read
+# State-dict key prefix of MultiSeedModule.models, which contains one network per seed. Keys read
 # "models.<index>.<parameter>", where <index> counts the seeds of this process from 0.
 SEED_MODULES_PREFIX = "models."
 
-# Entries of a learning-rate scheduler's state that hold one value per parameter group
+# Entries of a learning-rate scheduler's state that have one value per parameter group
 # (torch.optim.lr_scheduler.LRScheduler). Every other entry is the same on every rank.
 PER_GROUP_SCHEDULER_KEYS = ("base_lrs", "_last_lr")
 
@@ -68,33 +68,31 @@ def local_seed_indices(trainer: pl.Trainer | None, num_seeds: int) -> list[int]:
 # ----------------------------------------------------------------- gathering
 
 
-def gather_seed_values(values: torch.Tensor, seed_indices: Sequence[int], num_seeds: int) -> torch.Tensor:
+def gather_seed_values(values: torch.Tensor, num_seeds: int) -> torch.Tensor:
     """All-gather per-seed rows from every rank and return them for every seed of the run, in seed order.
 
-    ``values`` has one row per seed this process holds, in the order of
-    ``seed_indices``; the result has ``num_seeds`` rows on every rank. Ranks
-    may hold different numbers of seeds, so rows are padded with NaN up to
-    the largest share before the ``all_gather`` (one collective, on the
-    tensor's device). Every rank must call this.
+    ``values`` has one row per seed this process trains, in the order of
+    ``seed_indices_of_rank``, and the result has ``num_seeds`` rows on every
+    rank. Every rank must call this. It runs one ``all_gather`` on the
+    tensor's device, with each rank's rows padded up to the largest share.
     """
     world_size = dist.get_world_size()
+    rank = dist.get_rank()
+    expected = len(seed_indices_of_rank(num_seeds, rank, world_size))
+    if values.shape[0] != expected:
+        raise ValueError(
+            f"rank {rank} of {world_size} trains {expected} of {num_seeds} seeds but values has "
+            f"{values.shape[0]} rows; pass one row per seed in the order of seed_indices_of_rank()"
+        )
     width = -(-num_seeds // world_size)
-    padded = values.new_full((width, *values.shape[1:]), float("nan"))
-    padded[: values.shape[0]] = values
-    index = torch.full((width,), -1, dtype=torch.long, device=values.device)
-    index[: len(seed_indices)] = torch.as_tensor(list(seed_indices), dtype=torch.long, device=values.device)
-
+    padded = values.new_zeros((width, *values.shape[1:]))
+    padded[:expected] = values
     gathered = [torch.empty_like(padded) for _ in range(world_size)]
-    gathered_index = [torch.empty_like(index) for _ in range(world_size)]
     dist.all_gather(gathered, padded)
-    dist.all_gather(gathered_index, index)
 
-    rows = torch.cat(gathered)
-    order = torch.cat(gathered_index)
-    result = values.new_full((num_seeds, *values.shape[1:]), float("nan"))
-    held = order >= 0
-    result[order[held]] = rows[held]
-    return result
+    # Row j of rank r is global seed r + j * world_size, so interleaving the ranks' rows gives seed
+    # order. Padding rows land at positions num_seeds and above, which the slice drops.
+    return torch.stack(gathered, dim=1).flatten(0, 1)[:num_seeds]
 
 
 def gather_seed_results(
@@ -106,7 +104,7 @@ def gather_seed_results(
 
     ``features`` maps seed label to layer name to a feature matrix, and
     ``accuracy`` maps seed label to probe accuracy, for the seeds this process
-    holds. Every rank must call this, from a hook that runs on every rank,
+    trains. Every rank must call this, from a hook that runs on every rank,
     and every rank gets the merged dictionaries back. Seeds are ordered by
     their index in the module's ``seed_indices`` (round-robin by rank when
     the module has none).
@@ -185,12 +183,12 @@ def merge_seed_checkpoints(parts: Sequence[Mapping[str, Any]]) -> dict[str, Any]
 
 def select_seed_checkpoint(checkpoint: Mapping[str, Any], seed_indices: Sequence[int],
                            num_seeds: int) -> dict[str, Any]:
-    """Return a copy of a one-process-layout checkpoint that holds only the seeds at ``seed_indices``.
+    """Return a copy of a one-process-layout checkpoint that contains only the seeds at ``seed_indices``.
 
     The inverse of ``merge_seed_checkpoints`` for one rank: model keys,
     optimizer parameter groups and per-group scheduler lists are narrowed
     to those seeds and renumbered from 0 in the order of ``seed_indices``.
-    Raises ``ValueError`` when the checkpoint holds another number of seeds
+    Raises ``ValueError`` when the checkpoint contains another number of seeds
     than ``num_seeds``, because a rank would otherwise silently drop some.
     """
     selected = dict(checkpoint)
@@ -202,9 +200,10 @@ def select_seed_checkpoint(checkpoint: Mapping[str, Any], seed_indices: Sequence
             if match is None:
                 state_dict[key] = value
                 continue
-            found.add(int(match.group(1)))
-            if int(match.group(1)) in local_of:
-                state_dict[f"{SEED_MODULES_PREFIX}{local_of[int(match.group(1))]}.{match.group(2)}"] = value
+            global_index = int(match.group(1))
+            found.add(global_index)
+            if global_index in local_of:
+                state_dict[f"{SEED_MODULES_PREFIX}{local_of[global_index]}.{match.group(2)}"] = value
         if found != set(range(num_seeds)):
             raise ValueError(
                 f"checkpoint mismatch: it contains networks for seed indices {sorted(found)}, but the module trains "
@@ -231,8 +230,10 @@ def _seed_owners(parts: Sequence[Mapping[str, Any]]) -> list[tuple[int, int]]:
     for rank, part in enumerate(parts):
         for j, global_index in enumerate(part["seed_indices"]):
             owners[int(global_index)] = (rank, j)
-    if sorted(owners) != list(range(len(owners))):
-        raise ValueError(f"ranks hold seed indices {sorted(owners)}, expected each of 0..{len(owners) - 1} once")
+    found = sorted(int(i) for part in parts for i in part["seed_indices"])
+    # Comparing the full list, not only the owners' keys, also rejects an index that two ranks share.
+    if found != list(range(len(found))):
+        raise ValueError(f"ranks train seed indices {found}, expected each of 0..{len(found) - 1} once")
     return [owners[i] for i in range(len(owners))]
 
 
@@ -318,7 +319,7 @@ class SeedPerRankStrategy(DDPStrategy):
       group is up, before optimizers are built or a checkpoint is restored;
     - Lightning's ``DistributedSampler`` is turned off, so every seed sees
       the whole training set (and the whole validation set);
-    - a saved checkpoint is gathered onto rank 0 and holds every seed's
+    - a saved checkpoint is gathered onto rank 0 and contains every seed's
       weights, optimizer state and scheduler state with the keys of a
       one-process checkpoint; restoring one gives each rank its own seeds,
       so a run may resume with another number of processes, or in one.
@@ -326,7 +327,7 @@ class SeedPerRankStrategy(DDPStrategy):
     Processes are started as Lightning's ``ddp`` strategy starts them
     (``start_method="popen"``: the script runs again once per extra
     device). ``spawn`` and ``fork`` are not offered because those launchers
-    copy rank 0's module back into the main process, which would then hold
+    copy rank 0's module back into the main process, which would then contain
     only rank 0's seeds. ``Trainer(sync_batchnorm=True)`` is rejected because
     it would average batch-norm statistics across seeds.
 
@@ -394,19 +395,20 @@ class SeedPerRankStrategy(DDPStrategy):
         connector = getattr(trainer, "_accelerator_connector", None)
         if connector is not None and getattr(connector, "use_distributed_sampler", False):
             connector.use_distributed_sampler = False
-            rank_zero_info("SeedPerRankStrategy: DistributedSampler turned off, every seed sees the whole data set")
+            rank_zero_info(
+                "SeedPerRankStrategy: DistributedSampler turned off so that every seed sees the whole data set"
+            )
 
     def _setup_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return the module unwrapped, because seeds share no parameters and have no gradients to average."""
         return model
-
-    def configure_ddp(self) -> None:
-        """Leave the module unwrapped: seeds share no parameters, so there are no gradients to average."""
 
     def process_dataloader(self, dataloader: object) -> object:
         if isinstance(getattr(dataloader, "sampler", None), DistributedSampler):
             raise RuntimeError(
                 "SeedPerRankStrategy: a DataLoader has a DistributedSampler, so each seed would see only "
-                f"1/{self.world_size} of the data; pass Trainer(use_distributed_sampler=False)"
+                f"1/{self.world_size} of the data; build the DataLoader without one and pass "
+                "Trainer(use_distributed_sampler=False)"
             )
         return dataloader
 
@@ -414,7 +416,7 @@ class SeedPerRankStrategy(DDPStrategy):
         """Gather every rank's seeds onto rank 0 and write one checkpoint with a one-process layout.
 
         Every rank must call it, as ``Trainer.save_checkpoint`` and
-        ``ModelCheckpoint`` do. Only rank 0 holds every seed's state in CPU
+        ``ModelCheckpoint`` do. Only rank 0 keeps every seed's state in CPU
         memory while writing.
         """
         part = {key: checkpoint[key] for key in ("state_dict", "optimizer_states", "lr_schedulers")

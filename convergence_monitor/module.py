@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import DATA_ORDERS
+from .distributed import gather_seed_values, seed_indices_of_rank
 from .models import build_model
 
 
@@ -78,7 +79,7 @@ class MultiSeedModule(pl.LightningModule):
             raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {lr_schedule!r}")
         self.save_hyperparameters()
         self.seeds = seeds
-        # Indices into self.seeds of the networks in self.models; all of them until shard_seeds().
+        # Indices into self.seeds of the networks in self.models, which are all of them until shard_seeds().
         self.seed_indices = list(range(len(seeds)))
         self._shard: tuple[int, int] | None = None
         self._diverged_seeds: set[str] = set()
@@ -101,8 +102,6 @@ class MultiSeedModule(pl.LightningModule):
         in a one-process run. Calling it again with the same arguments does
         nothing.
         """
-        from .distributed import seed_indices_of_rank
-
         if self._shard == (rank, world_size):
             return
         if self._shard is not None:
@@ -175,19 +174,17 @@ class MultiSeedModule(pl.LightningModule):
         """Return ``values`` (one row per local seed) for every seed of the run, gathered from every rank."""
         if self._shard is None or self._shard[1] == 1:
             return values
-        from .distributed import gather_seed_values
-
-        return gather_seed_values(values, self.seed_indices, len(self.seeds))
+        return gather_seed_values(values, len(self.seeds))
 
     def on_train_start(self) -> None:
         if self._shard is None or self.hparams.data_order != "per_seed":
             return
-        # A sharded per-seed run needs batches holding this rank's seeds only, each drawn in its global order.
+        # A sharded per-seed run needs batches that contain only this rank's seeds, each drawn in its global order.
         sampler = getattr(self.trainer.train_dataloader, "batch_sampler", None)
         drawn = getattr(sampler, "seed_indices", None)
         if drawn is not None and list(drawn) != self.seed_indices:
             raise ValueError(
-                f"rank {self._shard[0]} trains seed indices {self.seed_indices} but the training batches hold "
+                f"rank {self._shard[0]} trains seed indices {self.seed_indices} but the training batch sampler draws "
                 f"the orders of seed indices {list(drawn)}; use a MultiSeedDataModule, which draws this rank's seeds"
             )
 

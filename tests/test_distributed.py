@@ -208,7 +208,7 @@ def test_seed_indices_go_round_robin():
         seed_indices_of_rank(4, 2, 2)
 
 
-def test_shard_keeps_rank_seeds_with_one_process_init():
+def test_shard_keeps_initial_weights():
     whole = MultiSeedModule(seeds=[5, 6, 7], model_kwargs=TINY_RESNET)
     shard = MultiSeedModule(seeds=[5, 6, 7], model_kwargs=TINY_RESNET)
     shard.shard_seeds(0, 2)
@@ -263,19 +263,25 @@ def test_checkpoint_select_then_merge_round_trips():
     _assert_same_tensors(merged["lr_schedulers"], checkpoint["lr_schedulers"], "lr_schedulers")
 
 
-def test_checkpoint_with_other_seed_count_is_rejected():
+def test_select_rejects_other_seed_count():
     checkpoint = _trained_state(MultiSeedModule(seeds=[0, 1, 2], model_kwargs=TINY_RESNET))
     with pytest.raises(ValueError, match=r"seed indices \[0, 1, 2\], but the module trains 4 seeds"):
         select_seed_checkpoint(checkpoint, [0, 2], num_seeds=4)
-    weights_only = {"state_dict": copy.deepcopy(checkpoint["state_dict"]),
-                    "optimizer_states": checkpoint["optimizer_states"]}
-    weights_only["optimizer_states"][0] = {**weights_only["optimizer_states"][0],
-                                           "param_groups": weights_only["optimizer_states"][0]["param_groups"][:2]}
+    two_groups = {"state_dict": copy.deepcopy(checkpoint["state_dict"]),
+                  "optimizer_states": checkpoint["optimizer_states"]}
+    two_groups["optimizer_states"][0] = {**two_groups["optimizer_states"][0],
+                                         "param_groups": two_groups["optimizer_states"][0]["param_groups"][:2]}
     with pytest.raises(ValueError, match="2 parameter groups for 3 seeds"):
-        select_seed_checkpoint(weights_only, [0, 2], num_seeds=3)
+        select_seed_checkpoint(two_groups, [0, 2], num_seeds=3)
 
 
 def test_merge_rejects_missing_seed_index():
     parts = [{"seed_indices": [0, 2], "state_dict": {}}, {"seed_indices": [3], "state_dict": {}}]
     with pytest.raises(ValueError, match=r"seed indices \[0, 2, 3\], expected each of 0..2 once"):
+        merge_seed_checkpoints(parts)
+
+
+def test_merge_rejects_duplicate_seed_index():
+    parts = [{"seed_indices": [0, 1], "state_dict": {}}, {"seed_indices": [1], "state_dict": {}}]
+    with pytest.raises(ValueError, match=r"seed indices \[0, 1, 1\], expected each of 0..2 once"):
         merge_seed_checkpoints(parts)
