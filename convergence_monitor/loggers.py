@@ -25,8 +25,14 @@ def wandb_credentials_found() -> bool:
 
 
 def resolve_wandb_mode() -> str:
-    """Return the W&B mode: ``WANDB_MODE`` if set, else online with credentials, else offline."""
+    """Return the W&B mode: ``WANDB_MODE`` if set, else online with credentials, else offline.
+
+    ``WANDB_MODE=dryrun``, the older name of offline mode that Lightning's own
+    ``WandbLogger`` writes into the environment, is returned as ``offline``.
+    """
     mode = os.environ.get("WANDB_MODE")
+    if mode == "dryrun":
+        return "offline"
     if mode:
         return mode
     return "online" if wandb_credentials_found() else "offline"
@@ -44,8 +50,6 @@ class WandbLogger(_LightningWandbLogger):
             mode = resolve_wandb_mode()
         else:
             mode = "offline" if offline else "online"
-        if mode == "dryrun":  # the older name of offline mode, which Lightning itself sets
-            mode = "offline"
         self._resolved_mode = mode
         self._failed = False
         super().__init__(*args, offline=mode == "offline", **kwargs)

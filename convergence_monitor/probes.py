@@ -50,7 +50,7 @@ class ProbeSet:
             bad = torch.nonzero(~finite).flatten()
             raise ValueError(
                 f"probe set {self.name!r}: {bad.numel()} images contain NaN or inf values "
-                f"(first index {int(bad[0])})"
+                f"(first index {int(bad[0])}); drop or repair those images"
             )
         if self.labels is not None and self.labels.shape[0] != self.images.shape[0]:
             raise ValueError(

@@ -88,7 +88,8 @@ def log_to_all(loggers: Sequence, metrics: Mapping[str, float], step: int) -> No
             continue
         try:
             logger.log_metrics(dict(metrics), step=step)
-            # Flush now, so a crash right after this probe step cannot lose it from the logger.
+            # Flush now, so a crash right after this probe step does not lose it from a buffering logger.
+            # In Lightning 2.6, TensorBoardLogger.save() flushes its event file and CSVLogger.save() writes.
             logger.save()
         except Exception as error:  # noqa: BLE001 - any logger failure must not stop training
             logger._convergence_monitor_failed = True

@@ -148,7 +148,7 @@ class WandbPanels:
             ``logger.experiment``.
         callback: the ``ConvergenceCallback`` after its setup (layers, metrics
             and probe sets resolved).
-        pl_module: the module; its ``hparams.seeds`` (or else its ``seed_models()`` keys) are the seed labels.
+        pl_module: the module. Its ``hparams.seeds``, or else its ``seed_models()`` keys, give the seed labels.
         seed_pair_metric: metric of the seed-pair table; ``None`` takes
             ``procrustes`` if the callback measures it, otherwise its first metric.
 
@@ -169,7 +169,7 @@ class WandbPanels:
         self.seed_pair_metric = seed_pair_metric
         self.metrics = metrics
         self.layers = list(callback.layers)
-        # Under SeedPerRankStrategy this process holds only its own seeds, so prefer the run's seed list.
+        # Under SeedPerRankStrategy this process trains only its own seeds, so prefer the run's seed list.
         run_seeds = getattr(pl_module, "hparams", {}).get("seeds")
         self.seeds = [str(label) for label in (run_seeds if run_seeds is not None else pl_module.seed_models())]
         self.enabled = True

@@ -30,8 +30,8 @@ def isolated_home_module(tmp_path_factory):
 
 def _isolate_home(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    # Lightning's offline WandbLogger writes WANDB_MODE into os.environ; setting then deleting it here
-    # makes monkeypatch remove whatever value a test leaves behind.
+    # Lightning's offline WandbLogger writes WANDB_MODE into os.environ. Setting the variable before
+    # deleting it makes monkeypatch record it, so teardown drops whatever value a test leaves behind.
     monkeypatch.setenv("WANDB_MODE", "")
     monkeypatch.delenv("WANDB_MODE")
     monkeypatch.setenv("HOME", str(tmp_path))

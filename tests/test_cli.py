@@ -1,9 +1,11 @@
 import csv
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -34,13 +36,13 @@ data:
 """
 
 
-def _run(tmp_path, *args):
+def _run(tmp_path, *args, script: Path = SCRIPT):
     # Earlier tests leave W&B variables behind (WANDB_SERVICE points at this process's W&B service).
     env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
     env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path),
                WANDB_CONFIG_DIR=str(tmp_path / "wandb-config"), WANDB_CACHE_DIR=str(tmp_path / "wandb-cache"),
                PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, str(SCRIPT), *args], cwd=tmp_path, env=env, capture_output=True,
+    return subprocess.run([sys.executable, str(script), *args], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=600)
 
 
@@ -116,10 +118,6 @@ data:
 
 @pytest.mark.slow
 def test_cifar10_config_runs_on_small_files(tmp_path):
-    import pickle
-
-    import numpy as np
-
     folder = tmp_path / "cifar" / "cifar-10-batches-py"
     folder.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -131,11 +129,8 @@ def test_cifar10_config_runs_on_small_files(tmp_path):
     (tmp_path / "runner.py").write_text(CIFAR_RUNNER.format(train=str(REPO / "train")))
     (tmp_path / "tiny.yaml").write_text(CIFAR_TINY.format(root=tmp_path / "cifar"))
 
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path), NETRC=str(tmp_path / "none"), WANDB_DIR=str(tmp_path), WANDB_MODE="offline")
-    result = subprocess.run([sys.executable, "runner.py", "--config", str(REPO / "configs" / "cifar10.yaml"),
-                             "--config", "tiny.yaml"], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = _run(tmp_path, "--config", str(REPO / "configs" / "cifar10.yaml"), "--config", "tiny.yaml",
+                  script=tmp_path / "runner.py")
     assert result.returncode == 0, result.stderr[-3000:]
     run_dir = Path(result.stdout.strip().splitlines()[-1].removeprefix("run directory: "))
     with (run_dir / "alignment.csv").open(newline="") as handle:

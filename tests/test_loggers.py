@@ -19,6 +19,7 @@ def test_netrc_entry_means_online(isolated_home, monkeypatch):
     netrc.chmod(0o600)
     monkeypatch.setenv("NETRC", str(netrc))
     assert wandb_credentials_found()
+    assert resolve_wandb_mode() == "online"
 
 
 @pytest.mark.parametrize("mode", ["offline", "disabled", "online"])
@@ -26,3 +27,8 @@ def test_wandb_mode_variable_wins(isolated_home, monkeypatch, mode):
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_MODE", mode)
     assert resolve_wandb_mode() == mode
+
+
+def test_dryrun_mode_means_offline(isolated_home, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert resolve_wandb_mode() == "offline"

@@ -104,9 +104,9 @@ def load_alignment(path: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"alignment table not found: {path}; the training callback writes it into the run directory")
     text = path.read_text()
     if text and not text.endswith("\n"):
-        # A run killed while appending leaves a partial last line; its values may be cut short.
+        # A run killed while appending leaves a partial last line, whose values may be cut short.
         text = text[: text.rfind("\n") + 1]
-        logger.warning("%s: dropped an incomplete last line (the run stopped while writing it)", path)
+        logger.warning("%s: dropped an incomplete last line (the run probably stopped while writing it)", path)
     table = pd.read_csv(io.StringIO(text), dtype={"probe": str, "layer": str, "metric": str, "seed_a": str,
                                                   "seed_b": str})
     return prepare_alignment(table, source=str(path))
